@@ -1,0 +1,148 @@
+"""The `alab` command line: parse, build a config, call, print. A user's mistake is one line, exit 2."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from alab.errors import AlabError
+
+app = typer.Typer(
+    help="alab: Bayesian active learning workbench.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+datasets_app = typer.Typer(help="Data sets: list them (no subcommand), or fetch one.", invoke_without_command=True)
+app.add_typer(datasets_app, name="datasets")
+
+F = TypeVar("F", bound=Callable[..., Any])
+_debug = False
+
+
+def user_errors(command: F) -> F:
+    """Print an AlabError as one line on stderr and exit 2 (a traceback only with --debug)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except AlabError as err:
+            if _debug:
+                raise
+            typer.echo(f"alab: error: {err}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("alab: stopped; continue with `alab resume DIR`", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def main_options(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
+    global _debug
+    _debug = debug
+
+
+@app.command()
+@user_errors
+def run(
+    strategy: Annotated[str | None, typer.Option(help="Acquisition strategy (see `alab strategies`).")] = None,
+    backend: Annotated[str | None, typer.Option(help="Bayesian backend (see `alab backends`).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Data set (see `alab datasets`).")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Folder holding the data set's files.")] = None,
+    initial: Annotated[int | None, typer.Option(help="Initial labeled set size (balanced across classes).")] = None,
+    query_size: Annotated[int | None, typer.Option(help="Labels acquired per round.")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Acquisition rounds.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed: same seed and config, same curve (on CPU).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    oracle: Annotated[str | None, typer.Option(help="Who labels: simulated (from the data set), ...")] = None,
+    samples: Annotated[int | None, typer.Option(help="K posterior samples for scoring and evaluation.")] = None,
+    pool_subsample: Annotated[int | None, typer.Option(help="Score a random subset of this many pool items per round (0: all).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default results/<time>-<strategy>-<dataset>-s<seed>).")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file with the run's settings; flags override it.")] = None,
+) -> None:
+    """Run active learning: retrain, score the pool, ask for labels, record the learning curve."""
+    from alab.config import load_config
+    from alab.loop import echo_to_stderr, start_run
+
+    overrides = dict(
+        strategy=strategy, backend=backend, dataset=dataset, data_dir=data_dir, initial=initial,
+        query_size=query_size, rounds=rounds, seed=seed, device=device, oracle=oracle, samples=samples,
+        pool_subsample=pool_subsample,
+    )  # fmt: skip
+    run_config = load_config(config, overrides)
+    run_dir = start_run(run_config, out, echo=echo_to_stderr)
+    typer.echo(f"finished: {run_dir}")
+
+
+@app.command()
+@user_errors
+def resume(run_dir: Annotated[Path, typer.Argument(help="A run directory written by `alab run`.")]) -> None:
+    """Continue a stopped run from its last finished step."""
+    from alab.loop import echo_to_stderr, resume_run
+
+    if not run_dir.is_dir():
+        raise AlabError(f"{run_dir} is not a directory; give the run directory that `alab run` printed")
+    resume_run(run_dir, echo=echo_to_stderr)
+    typer.echo(f"finished: {run_dir}")
+
+
+def _print_registry(registry: Any) -> None:
+    width = max(len(name) for name in registry.names())
+    for name in registry.names():
+        typer.echo(f"{name:<{width}}  {registry.summary(name)}")
+
+
+@app.command()
+def strategies() -> None:
+    """List the acquisition strategies, one line each."""
+    from alab.selection import STRATEGIES
+
+    _print_registry(STRATEGIES)
+
+
+@app.command()
+def backends() -> None:
+    """List the Bayesian backends, one line each."""
+    from alab.backends import BACKENDS
+
+    _print_registry(BACKENDS)
+
+
+@datasets_app.callback()
+def datasets(ctx: typer.Context) -> None:
+    """List the data sets, one line each."""
+    if ctx.invoked_subcommand is None:
+        from alab.data import DATASETS
+
+        _print_registry(DATASETS)
+
+
+@datasets_app.command("fetch")
+@user_errors
+def datasets_fetch(
+    name: Annotated[str, typer.Argument(help="Data set to download (mnist, fashion-mnist).")],
+    data_dir: Annotated[str | None, typer.Option(help="Where to put the files (default $ALAB_DATA/<name>, else datasets/<name>).")] = None,
+    url: Annotated[str | None, typer.Option(help="Base URL of a mirror holding the original files.")] = None,
+) -> None:
+    """Download a data set's original files, verifying their SHA-256."""
+    from alab.data import fetch_dataset
+
+    path = fetch_dataset(name, data_dir, url=url)
+    typer.echo(f"{name}: verified files in {path}")
+
+
+def main() -> None:
+    """Console entry point."""
+    app(prog_name="alab")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Typed run configuration: dataclasses, TOML loading and validation with one-line errors.
+
+Precedence: defaults < the TOML file (`--config`) < command-line flags. The resolved configuration
+is written to the run directory as `config.toml`, enough to rerun (or resume) the run.
+
+    strategy = "bald"
+    dataset = "digits"
+    initial = 20
+    query_size = 10
+    rounds = 30
+    seed = 0
+
+    [backend]
+    name = "mc_dropout"
+    epochs = 50
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tomli_w
+
+from alab.errors import AlabError
+
+T = TypeVar("T")
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is dict:
+        return isinstance(value, dict)
+    if origin in (tuple, list):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, annotation)
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return "nothing"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def from_mapping(cls: type[T], mapping: dict[str, Any], where: str, **fixed: Any) -> T:
+    """Build dataclass `cls` from `mapping` (plus `fixed` fields), refusing unknown keys and wrong types."""
+    hints = {k: v for k, v in typing.get_type_hints(cls).items() if k not in fixed}
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in fixed]  # type: ignore[arg-type]
+    for key, value in mapping.items():
+        if key not in hints:
+            raise AlabError(f"unknown key {where}.{key}; valid keys: {', '.join(names)}")
+        if not _type_ok(value, hints[key]):
+            raise AlabError(f"{where}.{key} must be {_type_name(hints[key])}, got {value!r}")
+    values = {k: (float(v) if hints[k] is float else v) for k, v in mapping.items()}
+    return cls(**values, **fixed)
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """Which backend, and its hyperparameters (validated by the backend itself)."""
+
+    name: str = "mc_dropout"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One active learning run: what to label, how, for how long."""
+
+    strategy: str = "bald"
+    dataset: str = "digits"
+    data_dir: str | None = None  # default: $ALAB_DATA/<dataset>, else datasets/<dataset>
+    initial: int = 20  # balanced across classes when the data set's labels allow
+    query_size: int = 10
+    rounds: int = 30
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    oracle: str = "simulated"
+    samples: int = 20  # K posterior samples for scoring and evaluation
+    chunk_size: int = 1024  # pool items per scoring chunk
+    pool_subsample: int = 0  # score a random subset of this many pool items each round (0: all)
+    validation: int = 0
+    backend: BackendConfig = field(default_factory=BackendConfig)
+
+    def __post_init__(self) -> None:
+        positive = ("initial", "query_size", "samples", "chunk_size")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise AlabError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("rounds", "pool_subsample", "validation", "seed"):
+            if getattr(self, name) < 0:
+                raise AlabError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise AlabError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if 0 < self.pool_subsample < self.query_size:
+            raise AlabError(f"pool_subsample ({self.pool_subsample}) must be at least query_size ({self.query_size})")
+
+    @property
+    def final_labels(self) -> int:
+        return self.initial + self.rounds * self.query_size
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "backend"}
+        out = {k: v for k, v in out.items() if v is not None}
+        out["backend"] = {"name": self.backend.name, **self.backend.params}
+        return out
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """A RunConfig from a parsed TOML document (top-level run keys plus a `[backend]` table)."""
+    data = dict(data)
+    backend = data.pop("backend", {})
+    if not isinstance(backend, dict):
+        raise AlabError("backend must be a table: [backend] with name = ... and the backend's settings")
+    backend = dict(backend)
+    name = backend.pop("name", BackendConfig.name)
+    if not isinstance(name, str):
+        raise AlabError(f"backend.name must be str, got {name!r}")
+    return from_mapping(RunConfig, data, "config", backend=BackendConfig(name=name, params=backend))
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file, turning a missing file or a syntax error into one line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AlabError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise AlabError(f"cannot read config file {path}: {err}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise AlabError(f"{path} is not valid TOML: {err}") from None
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults, then the TOML file at `path` (if any), then `overrides` (None values are ignored)."""
+    data = load_toml(path) if path is not None else {}
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key == "backend":
+            table = data.get("backend", {})
+            data["backend"] = {**table, "name": value} if isinstance(table, dict) else table
+        else:
+            data[key] = value
+    return config_from_dict(data)

@@ -1,0 +1,141 @@
+"""The `Dataset` record, the registry of loaders, and `load_dataset`, which applies the run's splits.
+
+Adding a data set is one decorated function that returns its fixed train/test split:
+
+    @DATASETS.register("my-set", summary="one line for `alab datasets`")
+    def _my_set(request: DataRequest) -> Splits:
+        ...  # read from request.directory(), return Splits(...)
+
+A family of data sets named by an argument (`csv:PATH`) registers under its prefix with the colon
+(`"csv:"`) and reads the argument from `request.arg`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alab.data.splits import carve_validation
+from alab.errors import AlabError
+from alab.registry import Registry
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """One data set as a run sees it: the pool to label, the held-out test set, an optional validation set."""
+
+    name: str
+    x_pool: torch.Tensor  # [N_pool, *input_shape] float32: training split minus validation
+    y_pool: torch.Tensor  # [N_pool] int64
+    x_test: torch.Tensor  # [N_test, *input_shape] float32
+    y_test: torch.Tensor  # [N_test] int64
+    x_val: torch.Tensor | None  # [N_val, *input_shape] float32; None when validation=0
+    y_val: torch.Tensor | None  # [N_val] int64
+    classes: tuple[str, ...]  # class names, index = label
+    input_shape: tuple[int, ...]
+    checksum: str  # sha256 hex identifying the raw data (recorded in run.json)
+
+
+@dataclass(frozen=True, eq=False)
+class Splits:
+    """What a loader returns: the data set's fixed train/test split, before the run's validation carve-out."""
+
+    x_train: torch.Tensor  # [N_train, *input_shape] float32
+    y_train: torch.Tensor  # [N_train] int64
+    x_test: torch.Tensor  # [N_test, *input_shape] float32
+    y_test: torch.Tensor  # [N_test] int64
+    classes: tuple[str, ...]
+    checksum: str
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """What a loader is asked for: the full name, its argument (`csv:PATH` -> `PATH`), --data-dir."""
+
+    name: str
+    arg: str | None
+    data_dir: Path | None
+
+    def directory(self) -> Path:
+        """The data directory for this data set (see `resolve_data_dir`)."""
+        return resolve_data_dir(self.name, self.data_dir)
+
+
+Loader = Callable[[DataRequest], Splits]
+
+DATASETS: Registry[Loader] = Registry("dataset")
+
+
+def resolve_data_dir(name: str, data_dir: str | Path | None) -> Path:
+    """The data directory: `data_dir` (--data-dir), else `$ALAB_DATA/<name>`, else `./datasets/<name>`."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    root = os.environ.get("ALAB_DATA")
+    return Path(root).expanduser() / name if root else Path("datasets") / name
+
+
+def load_dataset(
+    name: str, *, data_dir: str | Path | None = None, seed: int = 0, validation: int = 0
+) -> Dataset:
+    """Load data set `name`; `validation` items drawn from its training split by `seed`, the rest is the pool.
+
+    The test split is fixed by the data set (never by `seed`), so all runs of a comparison share it.
+    """
+    if seed < 0:
+        raise AlabError(f"seed must be a non-negative integer, got {seed}")
+    family, colon, arg = name.partition(":")
+    key = f"{family}:" if colon and f"{family}:" in DATASETS else name
+    request = DataRequest(
+        name=name, arg=arg if colon else None, data_dir=None if data_dir is None else Path(data_dir)
+    )
+    splits = DATASETS.get(key)(request)
+
+    n_train = splits.y_train.shape[0]
+    if not 0 <= validation < n_train:
+        raise AlabError(
+            f"validation={validation} is out of range for {name}: choose 0 <= validation < {n_train} "
+            "(the size of its training split)"
+        )
+    x_val = y_val = None
+    x_pool, y_pool = splits.x_train, splits.y_train
+    if validation:
+        pool_idx, val_idx = carve_validation(n_train, validation, seed)
+        pool_I, val_V = torch.from_numpy(pool_idx), torch.from_numpy(val_idx)
+        x_pool, y_pool = splits.x_train[pool_I], splits.y_train[pool_I]
+        x_val, y_val = splits.x_train[val_V], splits.y_train[val_V]
+    return Dataset(
+        name=name,
+        x_pool=x_pool,
+        y_pool=y_pool,
+        x_test=splits.x_test,
+        y_test=splits.y_test,
+        x_val=x_val,
+        y_val=y_val,
+        classes=splits.classes,
+        input_shape=tuple(splits.x_train.shape[1:]),
+        checksum=splits.checksum,
+    )
+
+
+def splits_from_numpy(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    classes: tuple[str, ...],
+    checksum: str,
+) -> Splits:
+    """`Splits` from numpy arrays: features as float32, labels as int64 (copied only to change dtype)."""
+    return Splits(
+        x_train=torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32)),
+        y_train=torch.from_numpy(np.ascontiguousarray(y_train, dtype=np.int64)),
+        x_test=torch.from_numpy(np.ascontiguousarray(x_test, dtype=np.float32)),
+        y_test=torch.from_numpy(np.ascontiguousarray(y_test, dtype=np.int64)),
+        classes=classes,
+        checksum=checksum,
+    )

@@ -1,0 +1,311 @@
+"""The active learning controller: initial set, rounds, retrain, score, select, ask, evaluate, record.
+
+A run is a deterministic function of its configuration and the labels in its journal. Each step
+draws its randomness from a generator derived from (seed, round, purpose), so a run resumed after a
+crash, from its last checkpoint and its journal, reproduces the curve of an uninterrupted run.
+
+Round r: fit on the labels of rounds <= r (checkpoint) -> score the pool and the test set, select
+the next query (checkpoint) -> curve row r -> ask the oracle; each label is journaled on arrival
+with round r + 1. Round R (the last) evaluates and stops.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import platform
+import sys
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import alab
+from alab.acquisition import ACQUISITIONS
+from alab.backends import BACKENDS, Backend
+from alab.config import BackendConfig, RunConfig, config_from_dict, load_toml
+from alab.data import Dataset, balanced_initial, load_dataset
+from alab.errors import AlabError
+from alab.metrics import evaluate
+from alab.oracles import ORACLES, Label, Oracle, OracleContext, Query
+from alab.report import plot_run_curve
+from alab.scoring import predict, score_pool
+from alab.selection import STRATEGIES, Strategy
+from alab.storage import LabelsJournal, atomic_torch_save, atomic_write_text
+
+CURVE_COLUMNS = (
+    "round", "n_labeled", "accuracy", "nll", "brier", "ece",
+    "train_seconds", "score_seconds", "mean_bald", "mean_entropy",
+)  # fmt: skip
+
+Echo = Callable[[str], None]
+
+
+def round_generator(seed: int, round_: int, purpose: str) -> torch.Generator:
+    """A CPU generator for one step of one round, independent of every other step's."""
+    state = np.random.SeedSequence([seed, round_, zlib.crc32(purpose.encode())]).generate_state(1, np.uint64)
+    return torch.Generator().manual_seed(int(state[0]))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise AlabError(f"device {name!r} asked for, but no CUDA GPU is visible; use --device cpu or auto")
+    return torch.device(name)
+
+
+@dataclass
+class Parts:
+    """Everything a run needs, built and validated before anything is written to disk."""
+
+    config: RunConfig
+    dataset: Dataset
+    device: torch.device
+    backend: Backend
+    strategy: Strategy
+
+
+def build_parts(config: RunConfig) -> Parts:
+    """Check every name and number against the data; raise AlabError before any file is written."""
+    strategy = STRATEGIES.get(config.strategy)
+    if strategy.acquisition is not None:
+        ACQUISITIONS.get(strategy.acquisition)
+    ORACLES.get(config.oracle)
+    factory = BACKENDS.get(config.backend.name)
+    device = resolve_device(config.device)
+    dataset = load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed, validation=config.validation)
+    n_pool = len(dataset.y_pool)
+    if config.initial > n_pool:
+        raise AlabError(f"initial set of {config.initial} is larger than the pool ({n_pool} items); lower --initial")
+    if config.final_labels > n_pool:
+        raise AlabError(
+            f"{config.rounds} rounds of {config.query_size} after {config.initial} initial labels need "
+            f"{config.final_labels} items, but the pool has {n_pool}; lower --rounds or --query-size"
+        )
+    backend = factory(
+        config.backend.params, input_shape=dataset.input_shape, num_classes=len(dataset.classes), device=device
+    )
+    params = getattr(backend, "params", None)
+    if dataclasses.is_dataclass(params):  # write the backend's defaults into config.toml too
+        config = dataclasses.replace(config, backend=BackendConfig(config.backend.name, dataclasses.asdict(params)))
+    return Parts(config, dataset, device, backend, strategy)
+
+
+def default_run_dir(config: RunConfig, root: Path = Path("results")) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return root / f"{stamp}-{config.strategy}-{config.dataset.replace(':', '_').replace('/', '_')}-s{config.seed}"
+
+
+def start_run(config: RunConfig, out: Path | None = None, *, echo: Echo = print) -> Path:
+    """Validate, create the run directory, and run to the end."""
+    parts = build_parts(config)
+    run_dir = Path(out) if out is not None else default_run_dir(config)
+    if (run_dir / "run.json").exists():
+        raise AlabError(f"{run_dir} already holds a run; continue it with `alab resume {run_dir}` or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.toml", parts.config.to_toml())
+    _write_status(run_dir, parts, "running", started=_now())
+    return _execute(parts, run_dir, echo)
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    if not (run_dir / "config.toml").exists():
+        raise AlabError(f"{run_dir} is not a run directory (no config.toml); start one with `alab run`")
+    return config_from_dict(load_toml(run_dir / "config.toml"))
+
+
+def resume_run(run_dir: Path, *, echo: Echo = print) -> Path:
+    """Continue a stopped run from its last finished step; a finished run is left as it is."""
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    status = _read_status(run_dir)
+    if status.get("status") == "finished":
+        echo(f"{run_dir} is already finished; nothing to resume")
+        return run_dir
+    parts = build_parts(config)
+    if status.get("dataset_checksum") not in (None, parts.dataset.checksum):
+        raise AlabError(f"the data set {config.dataset} has changed since this run started (checksum differs)")
+    _write_status(run_dir, parts, "running", started=status.get("started", _now()))
+    return _execute(parts, run_dir, echo)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _read_status(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / "run.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _write_status(run_dir: Path, parts: Parts, status: str, **extra: Any) -> None:
+    info = {**_read_status(run_dir), **extra}
+    info.update(
+        status=status,
+        updated=_now(),
+        alab_version=alab.__version__,
+        torch_version=torch.__version__,
+        python_version=platform.python_version(),
+        device=str(parts.device),
+        seed=parts.config.seed,
+        strategy=parts.config.strategy,
+        backend=parts.config.backend.name,
+        dataset=parts.config.dataset,
+        dataset_checksum=parts.dataset.checksum,
+    )
+    atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2) + "\n")
+
+
+def read_curve(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _write_curve(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=CURVE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())
+
+
+def _ask(oracle: Oracle, journal: LabelsJournal, queries: Sequence[Query], round_: int, num_classes: int) -> None:
+    """Request the queries not yet labeled and journal each label as it arrives, until none is pending."""
+    pending = {q.index for q in queries if q.index not in journal.labeled}
+    if not pending:
+        return
+    oracle.request([q for q in queries if q.index in pending])
+    while pending:
+        labels: list[Label] = oracle.collect(timeout=None)
+        for label in labels:
+            if label.index not in pending:
+                raise AlabError(f"oracle answered pool item {label.index}, which was not asked for")
+            if not 0 <= label.label < num_classes:
+                raise AlabError(f"oracle gave label {label.label} for item {label.index}; classes are 0..{num_classes - 1}")
+        journal.append(labels, round_)
+        pending -= {label.index for label in labels}
+
+
+def _execute(parts: Parts, run_dir: Path, echo: Echo) -> Path:
+    try:
+        _rounds(parts, run_dir, echo)
+    except KeyboardInterrupt:
+        _write_status(run_dir, parts, "stopped")
+        raise
+    except BaseException as err:
+        _write_status(run_dir, parts, "failed", error=f"{type(err).__name__}: {err}")
+        raise
+    plot_run_curve(run_dir / "curve.csv", run_dir / "curve.png")
+    _write_status(run_dir, parts, "finished", finished=_now())
+    return run_dir
+
+
+def _rounds(parts: Parts, run_dir: Path, echo: Echo) -> None:
+    config, dataset, backend, strategy = parts.config, parts.dataset, parts.backend, parts.strategy
+    num_classes = len(dataset.classes)
+    acquisition = ACQUISITIONS.get(strategy.acquisition) if strategy.acquisition is not None else None
+    journal = LabelsJournal(run_dir / "labels.csv")
+    curve = read_curve(run_dir / "curve.csv")
+    checkpoint_path = run_dir / "checkpoint.pt"
+    checkpoint: dict[str, Any] = torch.load(checkpoint_path, weights_only=True) if checkpoint_path.exists() else {}
+    if checkpoint:
+        backend.load_state_dict(checkpoint["backend"])
+
+    oracle = ORACLES.get(config.oracle)(OracleContext(dataset, run_dir, dataset.classes))
+    try:
+        initial = balanced_initial(dataset.y_pool, config.initial, round_generator(config.seed, 0, "initial"))
+        _ask(oracle, journal, [Query(int(i), dataset.x_pool[int(i)]) for i in initial], 0, num_classes)
+
+        for r in tqdm(range(config.rounds + 1), desc="rounds", disable=None, initial=0):
+            labeled = torch.tensor(sorted(e.index for e in journal.entries if e.round <= r), dtype=torch.long)
+            if checkpoint.get("round") != r:
+                t0 = time.perf_counter()
+                backend.fit(dataset.x_pool[labeled], dataset.y_pool[labeled], generator=round_generator(config.seed, r, "fit"))
+                train_seconds = time.perf_counter() - t0
+                checkpoint = {"round": r, "backend": backend.state_dict(), "train_seconds": train_seconds, "queries": None}
+                atomic_torch_save(checkpoint_path, checkpoint)
+
+            done = len(curve) > r and (r == config.rounds or checkpoint["queries"] is not None)
+            if not done:
+                row, queries = _score_and_select(parts, r, labeled, acquisition, checkpoint["train_seconds"])
+                if queries is not None:
+                    checkpoint = {**checkpoint, "queries": queries}
+                    atomic_torch_save(checkpoint_path, checkpoint)
+                curve = [*curve[:r], row]
+                _write_curve(run_dir / "curve.csv", curve)
+                echo(_summary(config, curve[r]))
+            if r == config.rounds:
+                break
+            queries = [Query(q["index"], dataset.x_pool[q["index"]], q["view"]) for q in checkpoint["queries"]]
+            _ask(oracle, journal, queries, r + 1, num_classes)
+    finally:
+        oracle.close()
+
+
+def _score_and_select(
+    parts: Parts, r: int, labeled: torch.Tensor, acquisition: Callable | None, train_seconds: float
+) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+    """Score the pool, evaluate on the test set, and (before the last round) choose the next query.
+
+    The query is plain data (pool index and the model's view: class probabilities, acquisition score)
+    so that the checkpoint loads with `weights_only=True`.
+    """
+    config, dataset, backend = parts.config, parts.dataset, parts.backend
+    unlabeled_mask = torch.ones(len(dataset.y_pool), dtype=torch.bool)
+    unlabeled_mask[labeled] = False
+    candidates_N = unlabeled_mask.nonzero().squeeze(1)
+    if 0 < config.pool_subsample < len(candidates_N):
+        pick = torch.randperm(len(candidates_N), generator=round_generator(config.seed, r, "subsample"))
+        candidates_N = candidates_N[pick[: config.pool_subsample].sort().values]
+
+    networks = backend.sample_networks(config.samples, generator=round_generator(config.seed, r, "score"))
+    pool = score_pool(networks, dataset.x_pool, candidates_N, acquisition, chunk_size=config.chunk_size)
+    eval_networks = backend.sample_networks(config.samples, generator=round_generator(config.seed, r, "eval"))
+    metrics = evaluate(predict(eval_networks, dataset.x_test, chunk_size=config.chunk_size), dataset.y_test)
+    row = {
+        "round": r,
+        "n_labeled": len(labeled),
+        **metrics,
+        "train_seconds": round(train_seconds, 3),
+        "score_seconds": round(pool.seconds, 3),
+        "mean_bald": pool.mean_bald,
+        "mean_entropy": pool.mean_entropy,
+    }
+    if r == config.rounds:
+        return row, None
+    selection = parts.strategy.select(
+        pool.scores_N, len(candidates_N), config.query_size, generator=round_generator(config.seed, r, "select")
+    )
+    chosen_B = candidates_N[selection.indices]
+    probs_B_C = predict(networks, dataset.x_pool[chosen_B], chunk_size=config.chunk_size).exp()
+    queries = [
+        {"index": int(i), "view": {"probs": probs_B_C[b].tolist(), "score": float(selection.scores[b])}}
+        for b, i in enumerate(chosen_B)
+    ]
+    return row, queries
+
+
+def _summary(config: RunConfig, row: dict[str, Any]) -> str:
+    return (
+        f"round {int(row['round']):>3}/{config.rounds}  labels {int(row['n_labeled']):>5}  "
+        f"acc {float(row['accuracy']):.3f}  nll {float(row['nll']):.3f}  ece {float(row['ece']):.3f}  "
+        f"bald {float(row['mean_bald']):.3f}  train {float(row['train_seconds']):.1f}s  score {float(row['score_seconds']):.1f}s"
+    )
+
+
+def echo_to_stderr(line: str) -> None:
+    tqdm.write(line, file=sys.stderr)

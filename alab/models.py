@@ -1,0 +1,127 @@
+"""Networks by name, each split into a deterministic trunk and a stochastic (dropout) head.
+
+The trunk is everything before the first stochastic layer; it runs once per input. The head is a
+stack of dense layers, each with dropout on its input. At scoring time a posterior sample is a whole
+network (Kirsch et al. 2019, "consistent MC dropout"): K dropout masks are drawn once and shared by
+every pool item. A mask on a layer's input equals masking that layer's weight columns, so the K
+masks fold into K weight matrices and the K heads run as one wide matrix product.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from alab.errors import AlabError
+from alab.registry import Registry
+
+
+def init_parameters(module: nn.Module, generator: torch.Generator) -> None:
+    """PyTorch's default initialization of every Linear and Conv2d layer, drawn from `generator`.
+
+    W ~ U(-b, b) with b = 1/sqrt(fan_in) (kaiming uniform, a = sqrt(5)); bias ~ U(-1/sqrt(fan_in), ...).
+    """
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+            if layer.bias is not None:
+                fan_in = layer.weight[0].numel()
+                bound = 1 / math.sqrt(fan_in)
+                nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+
+
+def dropout_mask(shape: Sequence[int], p: float, generator: torch.Generator, device: torch.device) -> Tensor:
+    """Inverted-dropout mask: 1/(1-p) where kept, 0 where dropped; drawn on the CPU for reproducibility."""
+    keep = torch.rand(tuple(shape), generator=generator) >= p
+    return (keep.to(torch.float32) / (1.0 - p)).to(device)
+
+
+class DropoutHead(nn.Module):
+    """Dense layers with dropout on each layer's input: h <- act(W_i (m_i * h) + b_i), ReLU between."""
+
+    def __init__(self, dims: Sequence[int], dropout: Sequence[float]) -> None:
+        super().__init__()
+        if len(dropout) != len(dims) - 1:
+            raise ValueError("one dropout rate per dense layer")
+        self.dropout = tuple(float(p) for p in dropout)
+        self.layers = nn.ModuleList(nn.Linear(d_in, d_out) for d_in, d_out in zip(dims[:-1], dims[1:]))
+
+    def forward(self, features_N_D: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Logits [N, C]; with a generator, an independent dropout mask per item (training)."""
+        h_N_D = features_N_D
+        for i, (p, layer) in enumerate(zip(self.dropout, self.layers)):
+            if generator is not None and p > 0:
+                h_N_D = h_N_D * dropout_mask(h_N_D.shape, p, generator, h_N_D.device)
+            h_N_D = layer(h_N_D)
+            if i < len(self.layers) - 1:
+                h_N_D = torch.relu(h_N_D)
+        return h_N_D
+
+    def sample_masks(self, k: int, generator: torch.Generator) -> list[Tensor]:
+        """K masks per layer, each [K, D_in], shared by every item scored with them."""
+        device = self.layers[0].weight.device
+        return [dropout_mask((k, layer.in_features), p, generator, device) for p, layer in zip(self.dropout, self.layers)]
+
+    def forward_masked(self, features_N_D: Tensor, masks: Sequence[Tensor]) -> Tensor:
+        """Logits [K, N, C] of the K networks given by `masks`, with the masks folded into the weights."""
+        first, *rest = self.layers
+        mask_K_D = masks[0]
+        K = mask_K_D.shape[0]
+        # (x * m_k) W^T = x (W * m_k)^T: stack the K masked weights side by side -> one [N, K*H] product.
+        weight_D_KH = (first.weight.T[:, None, :] * mask_K_D.T[:, :, None]).reshape(first.in_features, -1)
+        h_N_KH = features_N_D @ weight_D_KH.to(features_N_D.dtype)
+        h_K_N_H = h_N_KH.view(features_N_D.shape[0], K, -1).transpose(0, 1) + first.bias
+        for mask_K_D, layer in zip(masks[1:], rest):
+            h_K_N_H = torch.relu(h_K_N_H)
+            weight_K_D_H = layer.weight.T[None] * mask_K_D[:, :, None]
+            h_K_N_H = torch.baddbmm(layer.bias, h_K_N_H, weight_K_D_H.to(h_K_N_H.dtype))
+        return h_K_N_H
+
+
+class Network(nn.Module):
+    """A deterministic trunk followed by a dropout head."""
+
+    def __init__(self, trunk: nn.Module, head: DropoutHead) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.head = head
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return self.head(self.trunk(x), generator)
+
+
+ModelFactory = Callable[[tuple[int, ...], int], Network]
+MODELS: Registry[ModelFactory] = Registry("model")
+
+
+@MODELS.register("gal_cnn")
+def gal_cnn(input_shape: tuple[int, ...], num_classes: int) -> Network:
+    """Gal et al. 2017's CNN for 28x28 images: conv32-4, conv32-4, maxpool 2, dropout .25, dense 128, dropout .5."""
+    channels, height, width = input_shape
+    trunk = nn.Sequential(
+        nn.Conv2d(channels, 32, 4), nn.ReLU(), nn.Conv2d(32, 32, 4), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten()
+    )
+    flat = 32 * ((height - 6) // 2) * ((width - 6) // 2)
+    return Network(trunk, DropoutHead([flat, 128, num_classes], [0.25, 0.5]))
+
+
+@MODELS.register("mlp")
+def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: int = 128, p: float = 0.5) -> Network:
+    """An MLP for vectors (and flattened small images): dense 128, dropout .5, dense 128, dropout .5."""
+    trunk = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), hidden), nn.ReLU())
+    return Network(trunk, DropoutHead([hidden, hidden, num_classes], [p, p]))
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, generator: torch.Generator) -> Network:
+    """The named network ('auto': the Gal CNN for 1x28x28 images, else the MLP), initialized from `generator`."""
+    if name == "auto":
+        name = "gal_cnn" if tuple(input_shape) == (1, 28, 28) else "mlp"
+    factory = MODELS.get(name)
+    if name == "gal_cnn" and len(input_shape) != 3:
+        raise AlabError(f"model gal_cnn needs image inputs (channels, height, width), got shape {input_shape}; use model = 'mlp'")
+    network = factory(tuple(input_shape), num_classes)
+    init_parameters(network, generator)
+    return network

@@ -1,0 +1,33 @@
+"""The simulated oracle: labels come from the data set itself (benchmarks and paper reproductions)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor
+
+from alab.oracles.base import ORACLES, Label, OracleContext, Query
+
+
+class SimulatedOracle:
+    """Answers every request at once with the data set's own label."""
+
+    def __init__(self, y_pool_N: Tensor) -> None:
+        self.y_pool_N = y_pool_N
+        self._pending: list[int] = []
+
+    def request(self, items: Sequence[Query]) -> None:
+        self._pending.extend(item.index for item in items)
+
+    def collect(self, *, timeout: float | None = None) -> list[Label]:
+        labels = [Label(index, int(self.y_pool_N[index]), "simulated") for index in self._pending]
+        self._pending = []
+        return labels
+
+    def close(self) -> None:
+        self._pending = []
+
+
+@ORACLES.register("simulated", "labels from the data set itself (benchmarks, paper reproductions)")
+def make_simulated(context: OracleContext) -> SimulatedOracle:
+    return SimulatedOracle(context.dataset.y_pool)

@@ -1,0 +1,113 @@
+"""Files that survive a crash: atomic replacement, and the append-only labels journal.
+
+Every file but the journal is written whole to a temporary file, fsynced, then renamed over the old
+one, so a reader sees the old version or the new one, never half. The journal is appended one
+batch of whole lines per write, flushed and fsynced before the label is acknowledged; a torn last
+line (a crash inside the write) is dropped when it is read back.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from alab.errors import AlabError
+from alab.oracles.base import Label
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace `path` with `data`: temporary file, fsync, rename, fsync the directory."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_torch_save(path: Path, obj: object) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One row of `labels.csv`."""
+
+    index: int
+    label: int
+    round: int
+    source: str
+
+
+class LabelsJournal:
+    """`labels.csv`: index, label, round, source; appended, flushed and fsynced as labels arrive."""
+
+    header = "index,label,round,source\n"
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            atomic_write_text(self.path, self.header)
+        self.entries: list[JournalEntry] = self._read_and_repair()
+        self.labeled: dict[int, JournalEntry] = {e.index: e for e in self.entries}
+
+    def _read_and_repair(self) -> list[JournalEntry]:
+        data = self.path.read_bytes()
+        complete = data[: data.rfind(b"\n") + 1]
+        if complete != data:  # a crash tore the last line: it was never acknowledged, drop it
+            with open(self.path, "r+b") as f:
+                f.truncate(len(complete))
+                os.fsync(f.fileno())
+        rows = list(csv.reader(io.StringIO(complete.decode("utf-8"))))
+        if not rows or ",".join(rows[0]) + "\n" != self.header:
+            raise AlabError(f"{self.path} is not a labels journal (expected header {self.header.strip()!r})")
+        try:
+            return [JournalEntry(int(i), int(y), int(r), s) for i, y, r, s in rows[1:]]
+        except ValueError:
+            raise AlabError(f"{self.path} has a malformed row; fix or remove it, then resume") from None
+
+    def append(self, labels: Iterable[Label], round_: int) -> list[JournalEntry]:
+        """Write `labels` (one write, fsynced) and return their entries; refuses a second label for an item."""
+        new = [JournalEntry(label.index, label.label, round_, label.source) for label in labels]
+        seen: set[int] = set()
+        for entry in new:
+            if entry.index in self.labeled or entry.index in seen:
+                raise AlabError(f"pool item {entry.index} is already labeled; a second label is refused")
+            seen.add(entry.index)
+        if not new:
+            return []
+        text = io.StringIO()
+        csv.writer(text, lineterminator="\n").writerows((e.index, e.label, e.round, e.source) for e in new)
+        data = text.getvalue().encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.entries.extend(new)
+        self.labeled.update((e.index, e) for e in new)
+        return new
