@@ -1,0 +1,5 @@
+"""`python -m alab` is `alab`."""
+
+from alab.cli import main
+
+main()
