@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from alab.config import RunConfig
+from alab.errors import AlabError
+from alab.loop import read_curve, resume_run, start_run
+from alab.oracles import ORACLES
+from alab.oracles.simulated import SimulatedOracle
+
+QUIET = staticmethod(lambda line: None)
+
+
+def run(config: RunConfig, out: Path) -> pd.DataFrame:
+    start_run(config, out, echo=lambda line: None)
+    return pd.read_csv(out / "curve.csv")
+
+
+def test_a_run_writes_the_four_files(tmp_path: Path, small_config: RunConfig) -> None:
+    curve = run(small_config, tmp_path / "run")
+    files = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"config.toml", "curve.csv", "labels.csv", "run.json", "curve.png"} <= files
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "finished"
+    assert list(curve["n_labeled"]) == [20, 30, 40, 50]
+    for column in ("round", "accuracy", "nll", "brier", "ece", "train_seconds", "score_seconds", "mean_bald", "mean_entropy"):
+        assert column in curve
+    assert ((curve["mean_bald"] >= 0) & (curve["mean_bald"] <= curve["mean_entropy"] + 1e-6)).all()
+    labels = pd.read_csv(tmp_path / "run" / "labels.csv")
+    assert list(labels.columns) == ["index", "label", "round", "source"]
+    assert len(labels) == 50 and labels["index"].is_unique
+    assert labels.groupby("round").size().tolist() == [20, 10, 10, 10]
+    assert labels[labels["round"] == 0]["label"].value_counts().tolist() == [2] * 10  # balanced initial set
+
+
+def test_same_seed_same_curve_other_seed_other_curve(tmp_path: Path, small_config: RunConfig) -> None:
+    a = run(small_config, tmp_path / "a")
+    b = run(small_config, tmp_path / "b")
+    c = run(dataclasses.replace(small_config, seed=1), tmp_path / "c")
+    columns = ["accuracy", "nll", "brier", "ece", "mean_bald"]
+    pd.testing.assert_frame_equal(a[columns], b[columns], check_exact=True)
+    assert (tmp_path / "a" / "labels.csv").read_text() == (tmp_path / "b" / "labels.csv").read_text()
+    assert not a[columns].equals(c[columns])
+
+
+class CrashingOracle(SimulatedOracle):
+    """Answers some labels, then dies like a killed process would (after journaling what it gave)."""
+
+    budget = 0
+
+    def collect(self, *, timeout: float | None = None):
+        labels = super().collect(timeout=timeout)
+        if CrashingOracle.budget < len(labels):
+            given, CrashingOracle.budget = labels[: CrashingOracle.budget], 0
+            self._pending = []
+            if given:
+                return given
+            raise KeyboardInterrupt
+        CrashingOracle.budget -= len(labels)
+        return labels
+
+
+@pytest.mark.parametrize("crash_after", [25, 34, 40])
+def test_resume_after_a_crash_gives_the_uninterrupted_curve(tmp_path: Path, small_config: RunConfig, crash_after: int, monkeypatch) -> None:
+    reference = run(small_config, tmp_path / "reference")
+    monkeypatch.setitem(ORACLES._items, "crashing", lambda context: CrashingOracle(context.dataset.y_pool))
+    CrashingOracle.budget = crash_after
+    crashed = dataclasses.replace(small_config, oracle="crashing")
+    with pytest.raises(KeyboardInterrupt):
+        start_run(crashed, tmp_path / "run", echo=lambda line: None)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "stopped"
+    assert len(pd.read_csv(tmp_path / "run" / "labels.csv")) == crash_after
+    CrashingOracle.budget = 10**6
+    resume_run(tmp_path / "run", echo=lambda line: None)
+    resumed = pd.read_csv(tmp_path / "run" / "curve.csv")
+    pd.testing.assert_frame_equal(resumed[["n_labeled", "accuracy", "nll"]], reference[["n_labeled", "accuracy", "nll"]], check_exact=True)
+    assert pd.read_csv(tmp_path / "run" / "labels.csv").equals(pd.read_csv(tmp_path / "reference" / "labels.csv").assign())
+
+
+def test_resume_of_a_finished_run_changes_nothing(tmp_path: Path, small_config: RunConfig) -> None:
+    run(small_config, tmp_path / "run")
+    before = (tmp_path / "run" / "curve.csv").read_text()
+    resume_run(tmp_path / "run", echo=lambda line: None)
+    assert (tmp_path / "run" / "curve.csv").read_text() == before
+
+
+def test_a_second_run_into_the_same_directory_is_refused(tmp_path: Path, small_config: RunConfig) -> None:
+    run(dataclasses.replace(small_config, rounds=0), tmp_path / "run")
+    with pytest.raises(AlabError, match="already holds a run"):
+        start_run(small_config, tmp_path / "run", echo=lambda line: None)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"initial": 5000}, "larger than the pool"),
+        ({"rounds": 200, "query_size": 10}, "lower --rounds or --query-size"),
+        ({"strategy": "nope"}, "unknown strategy 'nope'; choose one of: bald"),
+        ({"oracle": "nope"}, "unknown oracle"),
+        ({"dataset": "nope"}, "unknown dataset"),
+    ],
+)
+def test_impossible_runs_are_refused_before_any_file_is_written(tmp_path: Path, small_config: RunConfig, change: dict, message: str) -> None:
+    with pytest.raises(AlabError, match=message):
+        start_run(dataclasses.replace(small_config, **change), tmp_path / "run", echo=lambda line: None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_pool_subsample_scores_only_that_many(tmp_path: Path, small_config: RunConfig) -> None:
+    curve = run(dataclasses.replace(small_config, pool_subsample=50, rounds=1), tmp_path / "run")
+    assert len(read_curve(tmp_path / "run" / "curve.csv")) == 2 and curve["accuracy"].between(0, 1).all()
