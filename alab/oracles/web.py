@@ -83,6 +83,8 @@ class WebOracle:
 
     def collect(self, *, timeout: float | None = None) -> list[Label]:
         while True:  # short waits, so that Ctrl+C reaches the loop
+            if self._server.should_exit:
+                raise AlabError("the labeling page is closed")
             try:
                 labels = [self._inbox.get(timeout=0.5 if timeout is None else timeout)]
                 break
