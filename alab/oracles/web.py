@@ -150,6 +150,7 @@ class WebOracle:
                 "rounds": ctx.rounds,
                 "classes": list(ctx.classes),
                 "items": items,
+                "undoable": list(self._given) if self._open else [],  # labeled in this round, oldest first
             }
 
     def _image(self, query: Query) -> Any:
