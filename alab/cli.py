@@ -20,6 +20,8 @@ app = typer.Typer(
 )
 datasets_app = typer.Typer(help="Data sets: list them (no subcommand), or fetch one.", invoke_without_command=True)
 app.add_typer(datasets_app, name="datasets")
+label_app = typer.Typer(help="Labels given outside a run: import answers from a file.", no_args_is_help=True)
+app.add_typer(label_app, name="label")
 
 F = TypeVar("F", bound=Callable[..., Any])
 _debug = False
@@ -62,7 +64,8 @@ def run(
     rounds: Annotated[int | None, typer.Option(help="Acquisition rounds.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed: same seed and config, same curve (on CPU).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
-    oracle: Annotated[str | None, typer.Option(help="Who labels: simulated (from the data set), ...")] = None,
+    oracle: Annotated[str | None, typer.Option(help="Who labels: simulated, web, terminal or files (see `alab oracles`).")] = None,
+    classes: Annotated[str | None, typer.Option(help="Class names a,b,c for a data set without its own (folder:PATH).")] = None,
     samples: Annotated[int | None, typer.Option(help="K posterior samples for scoring and evaluation.")] = None,
     pool_subsample: Annotated[int | None, typer.Option(help="Score a random subset of this many pool items per round (0: all).")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (default results/<time>-<strategy>-<dataset>-s<seed>).")] = None,
@@ -75,11 +78,17 @@ def run(
     overrides = dict(
         strategy=strategy, backend=backend, dataset=dataset, data_dir=data_dir, initial=initial,
         query_size=query_size, rounds=rounds, seed=seed, device=device, oracle=oracle, samples=samples,
-        pool_subsample=pool_subsample,
+        pool_subsample=pool_subsample, classes=None if classes is None else classes.split(","),
     )  # fmt: skip
     run_config = load_config(config, overrides)
-    run_dir = start_run(run_config, out, echo=echo_to_stderr)
-    typer.echo(f"finished: {run_dir}")
+    _report_end(start_run(run_config, out, echo=echo_to_stderr))
+
+
+def _report_end(run_dir: Path) -> None:
+    from alab.loop import run_status
+
+    status = run_status(run_dir).get("status")
+    typer.echo(f"waiting for labels: {run_dir}" if status == "waiting" else f"finished: {run_dir}")
 
 
 @app.command()
@@ -90,8 +99,21 @@ def resume(run_dir: Annotated[Path, typer.Argument(help="A run directory written
 
     if not run_dir.is_dir():
         raise AlabError(f"{run_dir} is not a directory; give the run directory that `alab run` printed")
-    resume_run(run_dir, echo=echo_to_stderr)
-    typer.echo(f"finished: {run_dir}")
+    _report_end(resume_run(run_dir, echo=echo_to_stderr))
+
+
+@label_app.command("import")
+@user_errors
+def label_import(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory waiting for labels.")],
+    answers: Annotated[Path, typer.Argument(help="queries.csv with its label column filled, or a Label Studio JSON export.")],
+) -> None:
+    """Journal a file of answers for the run's open round (all of it, or nothing if any row is wrong)."""
+    from alab.label_import import import_labels
+
+    result = import_labels(run_dir, answers)
+    left = f"{len(result.pending)} still pending" if result.pending else "none pending"
+    typer.echo(f"imported {result.imported} labels for round {result.round} ({left}); continue with `alab resume {run_dir}`")
 
 
 def _print_registry(registry: Any) -> None:
@@ -114,6 +136,14 @@ def backends() -> None:
     from alab.backends import BACKENDS
 
     _print_registry(BACKENDS)
+
+
+@app.command()
+def oracles() -> None:
+    """List the oracles (who labels), one line each."""
+    from alab.oracles import ORACLES
+
+    _print_registry(ORACLES)
 
 
 @datasets_app.callback()

@@ -13,6 +13,10 @@ is written to the run directory as `config.toml`, enough to rerun (or resume) th
     [backend]
     name = "mc_dropout"
     epochs = 50
+
+    [oracle]            # or simply: oracle = "simulated"
+    name = "web"
+    port = 8765         # the oracle's own settings, validated by the oracle
 """
 
 from __future__ import annotations
@@ -79,6 +83,14 @@ class BackendConfig:
 
 
 @dataclass(frozen=True)
+class OracleConfig:
+    """Who labels, and the oracle's settings (validated by the oracle itself, e.g. the web page's port)."""
+
+    name: str = "simulated"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """One active learning run: what to label, how, for how long."""
 
@@ -90,12 +102,13 @@ class RunConfig:
     rounds: int = 30
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    oracle: str = "simulated"
+    oracle: OracleConfig = field(default_factory=OracleConfig)
     samples: int = 20  # K posterior samples for scoring and evaluation
     chunk_size: int = 1024  # pool items per scoring chunk
     pool_subsample: int = 0  # score a random subset of this many pool items each round (0: all)
     validation: int = 0
     backend: BackendConfig = field(default_factory=BackendConfig)
+    classes: list[str] | None = None  # class names of a data set without its own (folder:PATH)
 
     def __post_init__(self) -> None:
         positive = ("initial", "query_size", "samples", "chunk_size")
@@ -107,6 +120,10 @@ class RunConfig:
                 raise AlabError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise AlabError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.classes is not None:
+            names = list(self.classes)
+            if len(names) < 2 or not all(isinstance(c, str) and c.strip() for c in names) or len(set(names)) != len(names):
+                raise AlabError(f"classes must be two or more distinct non-empty names, got {names!r}")
         if 0 < self.pool_subsample < self.query_size:
             raise AlabError(f"pool_subsample ({self.pool_subsample}) must be at least query_size ({self.query_size})")
 
@@ -115,8 +132,10 @@ class RunConfig:
         return self.initial + self.rounds * self.query_size
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "backend"}
+        tables = ("backend", "oracle")
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in tables}
         out = {k: v for k, v in out.items() if v is not None}
+        out["oracle"] = {"name": self.oracle.name, **self.oracle.params} if self.oracle.params else self.oracle.name
         out["backend"] = {"name": self.backend.name, **self.backend.params}
         return out
 
@@ -124,17 +143,26 @@ class RunConfig:
         return tomli_w.dumps(self.to_dict())
 
 
-def config_from_dict(data: dict[str, Any]) -> RunConfig:
-    """A RunConfig from a parsed TOML document (top-level run keys plus a `[backend]` table)."""
-    data = dict(data)
-    backend = data.pop("backend", {})
-    if not isinstance(backend, dict):
-        raise AlabError("backend must be a table: [backend] with name = ... and the backend's settings")
-    backend = dict(backend)
-    name = backend.pop("name", BackendConfig.name)
+def _named_table(data: dict[str, Any], key: str, default: str) -> tuple[str, dict[str, Any]]:
+    """(name, settings) of a `[key]` table with a `name`; `key = "name"` alone is allowed for the oracle."""
+    table = data.pop(key, {})
+    if key == "oracle" and isinstance(table, str):
+        return table, {}
+    if not isinstance(table, dict):
+        raise AlabError(f"{key} must be a table: [{key}] with name = ... and the {key}'s settings")
+    table = dict(table)
+    name = table.pop("name", default)
     if not isinstance(name, str):
-        raise AlabError(f"backend.name must be str, got {name!r}")
-    return from_mapping(RunConfig, data, "config", backend=BackendConfig(name=name, params=backend))
+        raise AlabError(f"{key}.name must be str, got {name!r}")
+    return name, table
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """A RunConfig from a parsed TOML document (top-level run keys plus `[backend]` and `[oracle]` tables)."""
+    data = dict(data)
+    backend = BackendConfig(*_named_table(data, "backend", BackendConfig.name))
+    oracle = OracleConfig(*_named_table(data, "oracle", OracleConfig.name))
+    return from_mapping(RunConfig, data, "config", backend=backend, oracle=oracle)
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
@@ -158,9 +186,9 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     for key, value in (overrides or {}).items():
         if value is None:
             continue
-        if key == "backend":
-            table = data.get("backend", {})
-            data["backend"] = {**table, "name": value} if isinstance(table, dict) else table
+        if key in ("backend", "oracle"):
+            table = data.get(key, {})
+            data[key] = {**table, "name": value} if isinstance(table, dict) else value
         else:
             data[key] = value
     return config_from_dict(data)

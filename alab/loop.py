@@ -6,7 +6,12 @@ crash, from its last checkpoint and its journal, reproduces the curve of an unin
 
 Round r: fit on the labels of rounds <= r (checkpoint) -> score the pool and the test set, select
 the next query (checkpoint) -> curve row r -> ask the oracle; each label is journaled on arrival
-with round r + 1. Round R (the last) evaluates and stops.
+with round r + 1, and acknowledged to the oracle only then. Round R (the last) evaluates and stops.
+
+The model is fit on the journal's labels (a person's answers), never on the data set's own. A
+person may withdraw a label while its round is open (an undo row in the journal). An oracle whose
+labels come from outside (files) pauses the run: status "waiting", resumed by `alab resume`.
+Without a test set (a user's own images), the curve's metrics are NaN: nothing honest to report.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import platform
 import sys
 import time
@@ -36,7 +42,7 @@ from alab.config import BackendConfig, RunConfig, config_from_dict, load_toml
 from alab.data import Dataset, balanced_initial, load_dataset
 from alab.errors import AlabError
 from alab.metrics import evaluate
-from alab.oracles import ORACLES, Label, Oracle, OracleContext, Query
+from alab.oracles import ORACLES, UNDO, Label, LabelingPaused, Oracle, OracleContext, Query
 from alab.report import plot_run_curve
 from alab.scoring import predict, score_pool
 from alab.selection import STRATEGIES, Strategy
@@ -80,10 +86,12 @@ def build_parts(config: RunConfig) -> Parts:
     strategy = STRATEGIES.get(config.strategy)
     if strategy.acquisition is not None:
         ACQUISITIONS.get(strategy.acquisition)
-    ORACLES.get(config.oracle)
+    ORACLES.get(config.oracle.name)
     factory = BACKENDS.get(config.backend.name)
     device = resolve_device(config.device)
-    dataset = load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed, validation=config.validation)
+    dataset = load_dataset(
+        config.dataset, data_dir=config.data_dir, seed=config.seed, validation=config.validation, classes=config.classes
+    )
     n_pool = len(dataset.y_pool)
     if config.initial > n_pool:
         raise AlabError(f"initial set of {config.initial} is larger than the pool ({n_pool} items); lower --initial")
@@ -152,6 +160,8 @@ def _read_status(run_dir: Path) -> dict[str, Any]:
 
 def _write_status(run_dir: Path, parts: Parts, status: str, **extra: Any) -> None:
     info = {**_read_status(run_dir), **extra}
+    if status != "waiting":
+        info.pop("waiting_for", None)
     info.update(
         status=status,
         updated=_now(),
@@ -183,26 +193,44 @@ def _write_curve(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     atomic_write_text(path, text.getvalue())
 
 
-def _ask(oracle: Oracle, journal: LabelsJournal, queries: Sequence[Query], round_: int, num_classes: int) -> None:
-    """Request the queries not yet labeled and journal each label as it arrives, until none is pending."""
-    pending = {q.index for q in queries if q.index not in journal.labeled}
+def run_status(run_dir: Path) -> dict[str, Any]:
+    """The run's `run.json` (status, and `waiting_for` when it waits for labels), {} if none."""
+    return _read_status(Path(run_dir))
+
+
+def _ask(
+    oracle: Oracle, journal: LabelsJournal, queries: Sequence[Query], round_: int, num_classes: int, echo: Echo
+) -> None:
+    """Request the queries not yet labeled; journal each label (or undo) as it arrives, then acknowledge it.
+
+    Returns when every query has a standing label: the round is closed, its labels final.
+    """
+    asked = {q.index for q in queries}
+    pending = asked - journal.labeled.keys()
     if not pending:
         return
+    if len(pending) < len(asked):
+        echo(f"round {round_}: {len(pending)} of {len(asked)} items still to label: {sorted(pending)}")
     oracle.request([q for q in queries if q.index in pending])
     while pending:
         labels: list[Label] = oracle.collect(timeout=None)
         for label in labels:
-            if label.index not in pending:
+            if label.index not in asked:
                 raise AlabError(f"oracle answered pool item {label.index}, which was not asked for")
-            if not 0 <= label.label < num_classes:
+            if label.source != UNDO and not 0 <= label.label < num_classes:
                 raise AlabError(f"oracle gave label {label.label} for item {label.index}; classes are 0..{num_classes - 1}")
-        journal.append(labels, round_)
-        pending -= {label.index for label in labels}
+        journal.append(labels, round_)  # refuses a second label, or an undo outside this round
+        oracle.acknowledge(labels)
+        pending = asked - journal.labeled.keys()
 
 
 def _execute(parts: Parts, run_dir: Path, echo: Echo) -> Path:
     try:
         _rounds(parts, run_dir, echo)
+    except LabelingPaused as pause:
+        _write_status(run_dir, parts, "waiting", waiting_for=str(pause))
+        echo(str(pause))
+        return run_dir
     except KeyboardInterrupt:
         _write_status(run_dir, parts, "stopped")
         raise
@@ -225,16 +253,18 @@ def _rounds(parts: Parts, run_dir: Path, echo: Echo) -> None:
     if checkpoint:
         backend.load_state_dict(checkpoint["backend"])
 
-    oracle = ORACLES.get(config.oracle)(OracleContext(dataset, run_dir, dataset.classes))
+    context = OracleContext(dataset, run_dir, dataset.classes, config.oracle.params, config.rounds, echo)
+    oracle = ORACLES.get(config.oracle.name)(context)
     try:
-        initial = balanced_initial(dataset.y_pool, config.initial, round_generator(config.seed, 0, "initial"))
-        _ask(oracle, journal, [Query(int(i), dataset.x_pool[int(i)]) for i in initial], 0, num_classes)
+        _ask(oracle, journal, initial_queries(parts), 0, num_classes, echo)
 
         for r in tqdm(range(config.rounds + 1), desc="rounds", disable=None, initial=0):
-            labeled = torch.tensor(sorted(e.index for e in journal.entries if e.round <= r), dtype=torch.long)
+            entries = sorted((e for e in journal.labeled.values() if e.round <= r), key=lambda e: e.index)
+            labeled = torch.tensor([e.index for e in entries], dtype=torch.long)
             if checkpoint.get("round") != r:
+                y_labeled = torch.tensor([e.label for e in entries], dtype=torch.long)
                 t0 = time.perf_counter()
-                backend.fit(dataset.x_pool[labeled], dataset.y_pool[labeled], generator=round_generator(config.seed, r, "fit"))
+                backend.fit(dataset.x_pool[labeled], y_labeled, generator=round_generator(config.seed, r, "fit"))
                 train_seconds = time.perf_counter() - t0
                 checkpoint = {"round": r, "backend": backend.state_dict(), "train_seconds": train_seconds, "queries": None}
                 atomic_torch_save(checkpoint_path, checkpoint)
@@ -250,10 +280,40 @@ def _rounds(parts: Parts, run_dir: Path, echo: Echo) -> None:
                 echo(_summary(config, curve[r]))
             if r == config.rounds:
                 break
-            queries = [Query(q["index"], dataset.x_pool[q["index"]], q["view"]) for q in checkpoint["queries"]]
-            _ask(oracle, journal, queries, r + 1, num_classes)
+            _ask(oracle, journal, round_queries(parts, checkpoint), r + 1, num_classes, echo)
     finally:
         oracle.close()
+
+
+def initial_queries(parts: Parts) -> list[Query]:
+    """The initial set (round 0), drawn by the seed: balanced by the data set's labels where it has them."""
+    dataset, seed = parts.dataset, parts.config.seed
+    initial = balanced_initial(dataset.y_pool, parts.config.initial, round_generator(seed, 0, "initial"))
+    return [Query(int(i), dataset.x_pool[int(i)], round=0) for i in initial]
+
+
+def round_queries(parts: Parts, checkpoint: dict[str, Any]) -> list[Query]:
+    """The queries selected after the checkpoint's round r: their labels make round r + 1."""
+    r, x_pool = checkpoint["round"], parts.dataset.x_pool
+    return [Query(q["index"], x_pool[q["index"]], q["view"], round=r + 1) for q in checkpoint["queries"]]
+
+
+def open_round(run_dir: Path) -> tuple[Parts, int, list[Query]]:
+    """(parts, round, queries) of the round a stopped run waits on; AlabError if it waits on none.
+
+    For `alab label import`: the labels it accepts are exactly the open round's pending queries.
+    """
+    config = load_run_config(run_dir)
+    if _read_status(run_dir).get("status") == "finished":
+        raise AlabError(f"{run_dir} is finished; it takes no more labels")
+    parts = build_parts(config)
+    checkpoint_path = run_dir / "checkpoint.pt"
+    if not checkpoint_path.exists():
+        return parts, 0, initial_queries(parts)
+    checkpoint = torch.load(checkpoint_path, weights_only=True)
+    if checkpoint.get("queries") is None:
+        raise AlabError(f"{run_dir} has chosen no queries yet; continue it with `alab resume {run_dir}`")
+    return parts, checkpoint["round"] + 1, round_queries(parts, checkpoint)
 
 
 def _score_and_select(
@@ -275,7 +335,10 @@ def _score_and_select(
     networks = backend.sample_networks(config.samples, generator=round_generator(config.seed, r, "score"))
     pool = score_pool(networks, dataset.x_pool, candidates_N, acquisition, chunk_size=config.chunk_size)
     eval_networks = backend.sample_networks(config.samples, generator=round_generator(config.seed, r, "eval"))
-    metrics = evaluate(predict(eval_networks, dataset.x_test, chunk_size=config.chunk_size), dataset.y_test)
+    if len(dataset.y_test):
+        metrics = evaluate(predict(eval_networks, dataset.x_test, chunk_size=config.chunk_size), dataset.y_test)
+    else:  # no labeled test set (a user's own images): NaN, never a made-up number
+        metrics = dict.fromkeys(("accuracy", "nll", "brier", "ece"), math.nan)
     row = {
         "round": r,
         "n_labeled": len(labeled),

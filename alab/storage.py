@@ -4,6 +4,10 @@ Every file but the journal is written whole to a temporary file, fsynced, then r
 one, so a reader sees the old version or the new one, never half. The journal is appended one
 batch of whole lines per write, flushed and fsynced before the label is acknowledged; a torn last
 line (a crash inside the write) is dropped when it is read back.
+
+The journal is append-only, so an undo is a row too: `index, label, round, undo` withdraws the
+item's label, allowed only while that label's round is open (the loop appends labels of round r
+only before it retrains on round r). Reading the journal replays the rows in order.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 import torch
 
 from alab.errors import AlabError
-from alab.oracles.base import Label
+from alab.oracles.base import UNDO, Label
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -62,7 +66,11 @@ class JournalEntry:
 
 
 class LabelsJournal:
-    """`labels.csv`: index, label, round, source; appended, flushed and fsynced as labels arrive."""
+    """`labels.csv`: index, label, round, source; appended, flushed and fsynced as labels arrive.
+
+    `entries` are the rows as written (undo rows included); `labeled` maps each labeled pool item to
+    its standing entry, after undos.
+    """
 
     header = "index,label,round,source\n"
 
@@ -71,7 +79,9 @@ class LabelsJournal:
         if not self.path.exists():
             atomic_write_text(self.path, self.header)
         self.entries: list[JournalEntry] = self._read_and_repair()
-        self.labeled: dict[int, JournalEntry] = {e.index: e for e in self.entries}
+        self.labeled: dict[int, JournalEntry] = {}
+        for entry in self.entries:
+            self._apply(entry, self.labeled)
 
     def _read_and_repair(self) -> list[JournalEntry]:
         data = self.path.read_bytes()
@@ -88,14 +98,32 @@ class LabelsJournal:
         except ValueError:
             raise AlabError(f"{self.path} has a malformed row; fix or remove it, then resume") from None
 
+    def _apply(self, entry: JournalEntry, labeled: dict[int, JournalEntry]) -> None:
+        """Replay one row onto `labeled`; refuse a second label, or an undo of a closed round's label."""
+        standing = labeled.get(entry.index)
+        if entry.source != UNDO:
+            if standing is not None:
+                raise AlabError(f"pool item {entry.index} is already labeled; a second label is refused (undo it first)")
+            labeled[entry.index] = entry
+        elif standing is None:
+            raise AlabError(f"pool item {entry.index} has no label to undo")
+        elif standing.round != entry.round:
+            raise AlabError(
+                f"pool item {entry.index} was labeled in round {standing.round}, which is closed; only the open round's labels can be undone"
+            )
+        else:
+            del labeled[entry.index]
+
     def append(self, labels: Iterable[Label], round_: int) -> list[JournalEntry]:
-        """Write `labels` (one write, fsynced) and return their entries; refuses a second label for an item."""
+        """Write `labels` (one write, fsynced) and return their entries; all or nothing.
+
+        Refuses (before writing anything) a second label for an item, and an undo of a label that is
+        not in round `round_`.
+        """
         new = [JournalEntry(label.index, label.label, round_, label.source) for label in labels]
-        seen: set[int] = set()
+        labeled = dict(self.labeled)
         for entry in new:
-            if entry.index in self.labeled or entry.index in seen:
-                raise AlabError(f"pool item {entry.index} is already labeled; a second label is refused")
-            seen.add(entry.index)
+            self._apply(entry, labeled)
         if not new:
             return []
         text = io.StringIO()
@@ -109,5 +137,5 @@ class LabelsJournal:
         finally:
             os.close(fd)
         self.entries.extend(new)
-        self.labeled.update((e.index, e) for e in new)
+        self.labeled = labeled
         return new

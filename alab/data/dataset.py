@@ -55,11 +55,12 @@ class Splits:
 
 @dataclass(frozen=True)
 class DataRequest:
-    """What a loader is asked for: the full name, its argument (`csv:PATH` -> `PATH`), --data-dir."""
+    """What a loader is asked for: the full name, its argument (`csv:PATH` -> `PATH`), --data-dir, --classes."""
 
     name: str
     arg: str | None
     data_dir: Path | None
+    classes: tuple[str, ...] | None = None  # class names given by the user (data sets without their own)
 
     def directory(self) -> Path:
         """The data directory for this data set (see `resolve_data_dir`)."""
@@ -80,20 +81,32 @@ def resolve_data_dir(name: str, data_dir: str | Path | None) -> Path:
 
 
 def load_dataset(
-    name: str, *, data_dir: str | Path | None = None, seed: int = 0, validation: int = 0
+    name: str,
+    *,
+    data_dir: str | Path | None = None,
+    seed: int = 0,
+    validation: int = 0,
+    classes: tuple[str, ...] | list[str] | None = None,
 ) -> Dataset:
     """Load data set `name`; `validation` items drawn from its training split by `seed`, the rest is the pool.
 
     The test split is fixed by the data set (never by `seed`), so all runs of a comparison share it.
+    `classes` names the classes of a data set without its own (`folder:PATH`); given for any other
+    data set, it must match the data set's classes.
     """
     if seed < 0:
         raise AlabError(f"seed must be a non-negative integer, got {seed}")
     family, colon, arg = name.partition(":")
     key = f"{family}:" if colon and f"{family}:" in DATASETS else name
     request = DataRequest(
-        name=name, arg=arg if colon else None, data_dir=None if data_dir is None else Path(data_dir)
+        name=name,
+        arg=arg if colon else None,
+        data_dir=None if data_dir is None else Path(data_dir),
+        classes=None if classes is None else tuple(classes),
     )
     splits = DATASETS.get(key)(request)
+    if classes is not None and tuple(classes) != splits.classes:
+        raise AlabError(f"--classes {','.join(classes)} does not match {name}'s classes {','.join(splits.classes)}; leave it out")
 
     n_train = splits.y_train.shape[0]
     if not 0 <= validation < n_train:

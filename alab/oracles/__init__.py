@@ -1,6 +1,6 @@
 """Oracle adapters, registered by name in `ORACLES`."""
 
-from alab.oracles import simulated  # noqa: F401  (registers "simulated")
-from alab.oracles.base import ORACLES, Label, Oracle, OracleContext, Query
+from alab.oracles import files, simulated, terminal, web  # noqa: F401  (importing registers them)
+from alab.oracles.base import ORACLES, UNDO, Label, LabelingPaused, Oracle, OracleContext, Query
 
-__all__ = ["ORACLES", "Label", "Oracle", "OracleContext", "Query"]
+__all__ = ["ORACLES", "UNDO", "Label", "LabelingPaused", "Oracle", "OracleContext", "Query"]

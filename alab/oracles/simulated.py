@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
+from alab.errors import AlabError
 from alab.oracles.base import ORACLES, Label, OracleContext, Query
 
 
@@ -24,10 +25,17 @@ class SimulatedOracle:
         self._pending = []
         return labels
 
+    def acknowledge(self, labels: Sequence[Label]) -> None:
+        pass  # nobody to tell
+
     def close(self) -> None:
         self._pending = []
 
 
 @ORACLES.register("simulated", "labels from the data set itself (benchmarks, paper reproductions)")
 def make_simulated(context: OracleContext) -> SimulatedOracle:
+    if context.options:
+        raise AlabError(f"the simulated oracle takes no options, got oracle.{next(iter(context.options))}")
+    if bool((context.dataset.y_pool < 0).any()):
+        raise AlabError(f"{context.dataset.name} has unlabeled pool items; the simulated oracle cannot answer, use --oracle web, terminal or files")
     return SimulatedOracle(context.dataset.y_pool)

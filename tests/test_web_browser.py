@@ -1,0 +1,51 @@
+"""The web labeler in real headless Chromium: a whole round labeled by clicks, the next by key presses."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("starlette", reason="the web labeler needs starlette (pip install 'alab[web]')")
+sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs the playwright package")
+
+from labeling_helpers import Run, fast_config  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no chromium (apt-get install -y chromium)")
+
+
+def test_a_round_by_clicks_and_a_round_by_keys(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = ["--oracle", "web", "--initial", "4", "--query-size", "3", "--rounds", "1", "--out", str(run_dir)]
+    run = Run("run", "--config", str(fast_config(tmp_path)), *args)
+    try:
+        url = run.url()
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+            try:
+                page = browser.new_page()
+                page.goto(url)
+                page.wait_for_selector("text=Initial set")
+                for n in range(4):  # the initial set, by clicks: class n for the n-th item
+                    page.wait_for_selector(f"text={n} / 4 labeled")
+                    page.click(f"button.class[data-class='{n}']")
+                page.wait_for_selector("text=Round 1 of 1", timeout=120_000)  # retrained; the next batch by itself
+                page.wait_for_selector("text=What the model thinks")
+                for n in range(3):  # round 1, by key presses: digits' class names are their own keys
+                    page.wait_for_selector(f"text={n} / 3 labeled")
+                    page.keyboard.press(str(7 + n))
+                run.proc.wait(timeout=120)
+            finally:
+                browser.close()
+    finally:
+        run.stop()
+    assert run.proc.returncode == 0
+    with open(run_dir / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["label"], r["round"], r["source"]) for r in rows] == [
+        ("0", "0", "web"), ("1", "0", "web"), ("2", "0", "web"), ("3", "0", "web"),
+        ("7", "1", "web"), ("8", "1", "web"), ("9", "1", "web"),
+    ]  # fmt: skip
