@@ -29,10 +29,10 @@ class MCDropoutParams:
 
     model: str = "auto"  # gal_cnn | mlp | auto (gal_cnn for 1x28x28 images, else mlp)
     epochs: int = 50  # passes over the labeled set ...
-    min_steps: int = 300  # ... but at least this many gradient steps (small labeled sets)
+    min_steps: int = 1000  # ... but at least this many gradient steps (small labeled sets)
     batch_size: int = 64
     lr: float = 1e-3  # Adam
-    weight_decay: float = 2.5  # c in the L2 penalty (c / N) * ||w||^2, N = labeled set size
+    weight_decay: float = 0.1  # c in the L2 penalty (c / N) * ||w||^2, N = labeled set size
     warm_start: bool = False  # continue from last round's weights instead of a fresh initialization
 
     def __post_init__(self) -> None:
