@@ -9,6 +9,7 @@ masks fold into K weight matrices and the K heads run as one wide matrix product
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 
@@ -115,6 +116,22 @@ def stacked_dense_forward(features_N_D: Tensor, layers: Sequence[StackedLayer]) 
         else:  # [K, N, H] @ [K, H, O] + [K, 1, O] -> [K, N, O]
             h_K_N_H = torch.baddbmm(bias_K_O[:, None, :].to(dtype), h_K_N_H, weight_K_H_O)
     return h_K_N_H
+
+
+def inference_trunk(trunk: nn.Module) -> Callable[[Tensor], Tensor]:
+    """The trunk for scoring: a channels-last copy when it has convolutions, else the trunk itself.
+
+    Channels-last is oneDNN's (and cuDNN's tensor-core) layout for convolutions: the Gal CNN's trunk
+    runs about 1.5x faster on the CPU in it. Same function, same values up to summation order.
+    """
+    if not any(isinstance(layer, nn.Conv2d) for layer in trunk.modules()):
+        return trunk
+    trunk_cl = copy.deepcopy(trunk).to(memory_format=torch.channels_last)
+
+    def run(x: Tensor) -> Tensor:
+        return trunk_cl(x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x)
+
+    return run
 
 
 class Network(nn.Module):

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 
 from alab.acquisition import bald  # noqa: E402
 from alab.backends import BACKENDS  # noqa: E402
-from alab.models import Network, build_model  # noqa: E402
+from alab.models import Network, build_model, inference_trunk  # noqa: E402
 from alab.scoring import score_pool  # noqa: E402
 
 K, C, BATCH = 20, 10, 256
@@ -84,11 +84,12 @@ def alab_method(network: Network, x: Tensor) -> Callable[[], Tensor]:
 def floor_method(network: Network, x: Tensor) -> Callable[[], None]:
     layers = network.head.fold_masks(network.head.sample_masks(K, torch.Generator().manual_seed(1)))
     weight_KH_D = layers[0][0].reshape(-1, layers[0][0].shape[-1])
+    trunk = inference_trunk(network.trunk)  # the trunk as alab runs it
 
     def run() -> None:
         with torch.inference_mode():
             for start in range(0, len(x), BATCH):
-                network.trunk(x[start : start + BATCH]) @ weight_KH_D.T
+                trunk(x[start : start + BATCH]) @ weight_KH_D.T
 
     return run
 

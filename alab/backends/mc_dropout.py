@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from alab.backends.base import BACKENDS, SampledNetworks
 from alab.config import from_mapping
 from alab.errors import AlabError
-from alab.models import Network, build_model, stacked_dense_forward
+from alab.models import Network, build_model, inference_trunk, stacked_dense_forward
 
 
 @dataclass(frozen=True)
@@ -99,13 +99,14 @@ class MCDropoutBackend:
         """K networks given by K dropout masks, shared by every item (or fresh masks per item).
 
         Shared masks are folded into the head's weights once, here; each call then runs the trunk
-        once and the K heads as one wide matrix product (`alab.models.stacked_dense_forward`).
+        once (channels-last) and the K heads as one wide matrix product (`stacked_dense_forward`).
         """
         network = self._fitted()
+        trunk = inference_trunk(network.trunk)
         if self.params.masks == "per_item":
 
             def per_item_log_probs_K_N_C(x: Tensor) -> Tensor:
-                features_N_D = network.trunk(x.to(self.device))
+                features_N_D = trunk(x.to(self.device))
                 logits_K_N_C = torch.stack([network.head(features_N_D, generator) for _ in range(k)])
                 return torch.log_softmax(logits_K_N_C.float(), dim=-1)
 
@@ -113,7 +114,7 @@ class MCDropoutBackend:
         layers = network.head.fold_masks(network.head.sample_masks(k, generator))
 
         def log_probs_K_N_C(x: Tensor) -> Tensor:
-            features_N_D = network.trunk(x.to(self.device))
+            features_N_D = trunk(x.to(self.device))
             return torch.log_softmax(stacked_dense_forward(features_N_D, layers).float(), dim=-1)
 
         return log_probs_K_N_C
