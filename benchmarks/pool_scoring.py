@@ -28,6 +28,7 @@ pool's own storage.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import statistics
 import subprocess
@@ -127,6 +128,9 @@ def baal_methods(network: Network, x: Tensor) -> dict[str, Callable[[], np.ndarr
         from baal.modelwrapper import ModelWrapper, TrainingArgs
     except ImportError:
         return {}
+    import structlog  # BaaL logs every prediction pass: keep warnings only
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     first, last = network.head.layers
     p1, p2 = network.head.dropout
     # The same network as a plain module with nn.Dropout layers, which is what BaaL patches.
@@ -172,9 +176,6 @@ def speed(args: argparse.Namespace) -> None:
         "naive": (naive_method(network, x_slow), args.slow_items),
     }
     methods.update({name: (fn, args.slow_items) for name, fn in baal_methods(network, x_slow).items()})
-    import logging
-
-    logging.disable(logging.INFO)  # BaaL logs every prediction pass
     if not any(name.startswith("baal") for name in methods):
         print("baal not importable here: run with a venv that has it (see the docstring) for BaaL's rows")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, K={K}, batch {BATCH}, "
@@ -254,7 +255,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--memory", action="store_true", help="measure peak memory on a large lazy pool instead")
     parser.add_argument("--memory-items", type=int, default=1_000_000)
-    parser.add_argument("--chunk", type=int, default=1024, help="chunk size of the memory run")
+    parser.add_argument("--chunk", type=int, default=256, help="chunk size of the memory run")
     parser.add_argument("--tmp", default=None, help="where the memmap goes (default: the system's temp dir)")
     args = parser.parse_args()
     memory(args) if args.memory else speed(args)
