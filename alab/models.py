@@ -93,8 +93,9 @@ def stacked_dense_forward(features_N_D: Tensor, layers: Sequence[StackedLayer]) 
 
     The first layer of all K networks is one wide product [N, D] @ [D, K*H] (the weights, stacked
     [K*H, D] and contiguous, are read transposed by the BLAS: no copy); the later, small layers are
-    one product per network on the CPU, where torch's batched product is 40x slower than K calls of
-    the plain one at these shapes, and one batched product elsewhere. This is what any backend whose
+    one product per network on the CPU, where torch's batched product was far slower than K calls
+    of the plain one at these shapes (K=20, 256x128 @ 128x10: 15 ms against 0.4 ms), and one batched
+    product elsewhere. This is what any backend whose
     K posterior samples share a trunk (MC dropout masks, weight draws of a stochastic head, heads of
     an ensemble) should run.
     """
