@@ -15,7 +15,8 @@ Methods, all scoring the same pool with the same (randomly initialized) network,
                   iterations: the trunk runs once per batch), replicate_in_memory = False
 The slow methods run on a smaller pool (`--slow-items`) and are compared by items per second.
 Repetitions are interleaved (each round times every method once), medians are printed: the CPU is
-shared, so compare the ratios within one run. GFLOP/s counts the multiply-adds of one trunk pass and
+shared, so compare the ratios within one run. CPU ms/item (this process's CPU time, all threads)
+shows the work where other processes' load distorts wall time (idle spinning threads count in it). GFLOP/s counts the multiply-adds of one trunk pass and
 K head passes per item (the work that any exact method must do once its masks are shared), beside
 the peak of a 4096 x 4096 float32 matmul timed in the same run.
 
@@ -158,6 +159,13 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def timed_both(fn: Callable[[], object]) -> tuple[float, float]:
+    """Wall seconds and this process's CPU seconds (all threads): the second is what contention hides."""
+    start, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
 def matmul_peak(n: int = 4096, reps: int = 3) -> float:
     a, b = torch.rand(n, n), torch.rand(n, n)
     a @ b
@@ -183,18 +191,23 @@ def speed(args: argparse.Namespace) -> None:
     for fn, _ in methods.values():  # warm up (and check that everything runs)
         fn()
     seconds: dict[str, list[float]] = {name: [] for name in methods}
+    cpu_seconds: dict[str, list[float]] = {name: [] for name in methods}
     peaks = []
     for _ in range(args.reps):
         peaks.append(matmul_peak())
         for name, (fn, _) in methods.items():
-            seconds[name].append(timed(fn))
+            wall, cpu = timed_both(fn)
+            seconds[name].append(wall)
+            cpu_seconds[name].append(cpu)
     rate = {name: n / statistics.median(seconds[name]) for name, (_, n) in methods.items()}
     peak = statistics.median(peaks)
     work = flops_per_item(network)
-    print(f"\n{'method':<16}{'items':>8}{'median s':>10}{'items/s':>10}{'alab x':>8}{'GFLOP/s':>9}")
+    cpu_per_item = {name: statistics.median(cpu_seconds[name]) / n for name, (_, n) in methods.items()}
+    print(f"\n{'method':<16}{'items':>8}{'median s':>10}{'items/s':>10}{'alab x':>8}{'GFLOP/s':>9}{'CPU ms/item':>13}{'alab x':>8}")
     for name, (_, n) in methods.items():
         print(f"{name:<16}{n:>8}{statistics.median(seconds[name]):>10.2f}{rate[name]:>10.0f}"
-              f"{rate['alab'] / rate[name]:>8.2f}{rate[name] * work / 1e9:>9.1f}")  # fmt: skip
+              f"{rate['alab'] / rate[name]:>8.2f}{rate[name] * work / 1e9:>9.1f}"
+              f"{cpu_per_item[name] * 1e3:>13.3f}{cpu_per_item[name] / cpu_per_item['alab']:>8.2f}")  # fmt: skip
     print(f"\nwork {work / 1e6:.1f} MFLOP per item (trunk + {K} heads); float32 matmul peak {peak:.1f} GFLOP/s "
           f"-> alab at {rate['alab'] * work / 1e9 / peak:.0%} of peak")  # fmt: skip
     print(f"alab / floor time: {rate['floor'] / rate['alab']:.3f}")
