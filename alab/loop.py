@@ -45,7 +45,7 @@ from alab.metrics import evaluate
 from alab.oracles import ORACLES, UNDO, Label, LabelingPaused, Oracle, OracleContext, Query
 from alab.report import plot_run_curve
 from alab.scoring import predict, score_pool
-from alab.selection import STRATEGIES, Strategy
+from alab.selection import STRATEGIES, Strategy, TopK
 from alab.storage import LabelsJournal, atomic_torch_save, atomic_write_text
 
 CURVE_COLUMNS = (
@@ -333,7 +333,11 @@ def _score_and_select(
         candidates_N = candidates_N[pick[: config.pool_subsample].sort().values]
 
     networks = backend.sample_networks(config.samples, generator=round_generator(config.seed, r, "score"))
-    pool = score_pool(networks, dataset.x_pool, candidates_N, acquisition, chunk_size=config.chunk_size)
+    # Top-k rules take their batch from a running top-k, streamed on the device (O(chunk) memory).
+    top_k = config.query_size if isinstance(parts.strategy, TopK) and r < config.rounds else None
+    pool = score_pool(
+        networks, dataset.x_pool, candidates_N, acquisition, chunk_size=config.chunk_size, top_k=top_k, device=parts.device
+    )
     eval_networks = backend.sample_networks(config.samples, generator=round_generator(config.seed, r, "eval"))
     if len(dataset.y_test):
         metrics = evaluate(predict(eval_networks, dataset.x_test, chunk_size=config.chunk_size), dataset.y_test)
@@ -350,9 +354,11 @@ def _score_and_select(
     }
     if r == config.rounds:
         return row, None
-    selection = parts.strategy.select(
-        pool.scores_N, len(candidates_N), config.query_size, generator=round_generator(config.seed, r, "select")
-    )
+    selection = pool.top
+    if selection is None:
+        selection = parts.strategy.select(
+            pool.scores_N, len(candidates_N), config.query_size, generator=round_generator(config.seed, r, "select")
+        )
     chosen_B = candidates_N[selection.indices]
     probs_B_C = predict(networks, dataset.x_pool[chosen_B], chunk_size=config.chunk_size).exp()
     queries = [

@@ -9,6 +9,7 @@ masks fold into K weight matrices and the K heads run as one wide matrix product
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 
@@ -39,6 +40,10 @@ def dropout_mask(shape: Sequence[int], p: float, generator: torch.Generator, dev
     return (keep.to(torch.float32) / (1.0 - p)).to(device)
 
 
+# (weight_K_Out_In, bias_K_Out): one dense layer of each of K networks
+StackedLayer = tuple[Tensor, Tensor]
+
+
 class DropoutHead(nn.Module):
     """Dense layers with dropout on each layer's input: h <- act(W_i (m_i * h) + b_i), ReLU between."""
 
@@ -65,20 +70,69 @@ class DropoutHead(nn.Module):
         device = self.layers[0].weight.device
         return [dropout_mask((k, layer.in_features), p, generator, device) for p, layer in zip(self.dropout, self.layers)]
 
+    def fold_masks(self, masks: Sequence[Tensor]) -> list[StackedLayer]:
+        """The K masked networks as stacked dense layers: W_k = W * m_k (columns masked), b_k = b.
+
+        (m_k * h) W^T = h (W * m_k)^T, so a mask on a layer's input is a mask on its weight's columns.
+        Shapes: masks [K, D_in] per layer -> (weight_K_Out_In, bias_K_Out) per layer, contiguous.
+        """
+        stacked = []
+        for mask_K_In, layer in zip(masks, self.layers):
+            K = mask_K_In.shape[0]
+            weight_K_Out_In = layer.weight.detach()[None] * mask_K_In[:, None, :]
+            stacked.append((weight_K_Out_In, layer.bias.detach().expand(K, -1).contiguous()))
+        return stacked
+
     def forward_masked(self, features_N_D: Tensor, masks: Sequence[Tensor]) -> Tensor:
         """Logits [K, N, C] of the K networks given by `masks`, with the masks folded into the weights."""
-        first, *rest = self.layers
-        mask_K_D = masks[0]
-        K = mask_K_D.shape[0]
-        # (x * m_k) W^T = x (W * m_k)^T: stack the K masked weights side by side -> one [N, K*H] product.
-        weight_D_KH = (first.weight.T[:, None, :] * mask_K_D.T[:, :, None]).reshape(first.in_features, -1)
-        h_N_KH = features_N_D @ weight_D_KH.to(features_N_D.dtype)
-        h_K_N_H = h_N_KH.view(features_N_D.shape[0], K, -1).transpose(0, 1) + first.bias
-        for mask_K_D, layer in zip(masks[1:], rest):
-            h_K_N_H = torch.relu(h_K_N_H)
-            weight_K_D_H = layer.weight.T[None] * mask_K_D[:, :, None]
-            h_K_N_H = torch.baddbmm(layer.bias, h_K_N_H, weight_K_D_H.to(h_K_N_H.dtype))
-        return h_K_N_H
+        return stacked_dense_forward(features_N_D, self.fold_masks(masks))
+
+
+def stacked_dense_forward(features_N_D: Tensor, layers: Sequence[StackedLayer]) -> Tensor:
+    """Logits [K, N, C] of K dense stacks h <- relu(W_k h + b_k) (no ReLU after the last) on shared inputs.
+
+    The first layer of all K networks is one wide product [N, D] @ [D, K*H] (the weights, stacked
+    [K*H, D] and contiguous, are read transposed by the BLAS: no copy); the later, small layers are
+    one product per network on the CPU, where torch's batched product was far slower than K calls
+    of the plain one at these shapes (K=20, 256x128 @ 128x10: 15 ms against 0.4 ms), and one batched
+    product elsewhere. This is what any backend whose
+    K posterior samples share a trunk (MC dropout masks, weight draws of a stochastic head, heads of
+    an ensemble) should run.
+    """
+    (weight_K_H_D, bias_K_H), *rest = layers
+    K, H, D = weight_K_H_D.shape
+    N = features_N_D.shape[0]
+    dtype = features_N_D.dtype
+    # [N, D] @ [D, K*H] + [K*H] -> [N, K*H]: the bias is added by the GEMM (beta = 1)
+    h_N_KH = torch.addmm(bias_K_H.reshape(K * H).to(dtype), features_N_D, weight_K_H_D.reshape(K * H, D).T.to(dtype))
+    h_K_N_H = h_N_KH.view(N, K, H).transpose(0, 1)  # a strided view, no copy
+    for weight_K_O_H, bias_K_O in rest:
+        h_K_N_H = torch.relu_(h_K_N_H)
+        weight_K_H_O = weight_K_O_H.transpose(1, 2).to(dtype)
+        if h_K_N_H.device.type == "cpu":
+            out_K_N_O = h_K_N_H.new_empty((K, N, weight_K_O_H.shape[1]))
+            for k in range(K):  # [N, H] @ [H, O] + [O] -> [N, O]; a row stride of K*H is fine for the BLAS
+                torch.addmm(bias_K_O[k].to(dtype), h_K_N_H[k], weight_K_H_O[k], out=out_K_N_O[k])
+            h_K_N_H = out_K_N_O
+        else:  # [K, N, H] @ [K, H, O] + [K, 1, O] -> [K, N, O]
+            h_K_N_H = torch.baddbmm(bias_K_O[:, None, :].to(dtype), h_K_N_H, weight_K_H_O)
+    return h_K_N_H
+
+
+def inference_trunk(trunk: nn.Module) -> Callable[[Tensor], Tensor]:
+    """The trunk for scoring: a channels-last copy when it has convolutions, else the trunk itself.
+
+    Channels-last is oneDNN's (and cuDNN's tensor-core) layout for convolutions: the Gal CNN's trunk
+    runs about 1.5x faster on the CPU in it. Same function, same values up to summation order.
+    """
+    if not any(isinstance(layer, nn.Conv2d) for layer in trunk.modules()):
+        return trunk
+    trunk_cl = copy.deepcopy(trunk).to(memory_format=torch.channels_last)
+
+    def run(x: Tensor) -> Tensor:
+        return trunk_cl(x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x)
+
+    return run
 
 
 class Network(nn.Module):

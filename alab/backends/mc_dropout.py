@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from alab.backends.base import BACKENDS, SampledNetworks
 from alab.config import from_mapping
 from alab.errors import AlabError
-from alab.models import Network, build_model
+from alab.models import Network, build_model, inference_trunk, stacked_dense_forward
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,14 @@ class MCDropoutParams:
     lr: float = 1e-3  # Adam
     weight_decay: float = 0.1  # c in the L2 penalty (c / N) * ||w||^2, N = labeled set size
     warm_start: bool = False  # continue from last round's weights instead of a fresh initialization
+    masks: str = "shared"  # scoring: K masks shared by every item (K whole networks) | per_item
 
     def __post_init__(self) -> None:
         for name in ("epochs", "min_steps", "batch_size"):
             if getattr(self, name) < 0 or (name == "batch_size" and self.batch_size == 0):
                 raise AlabError(f"backend.{name} must be positive, got {getattr(self, name)}")
+        if self.masks not in ("shared", "per_item"):
+            raise AlabError(f"backend.masks must be 'shared' or 'per_item', got {self.masks!r}")
         if self.lr <= 0 or self.weight_decay < 0:
             raise AlabError("backend.lr must be > 0 and backend.weight_decay >= 0")
 
@@ -93,12 +96,26 @@ class MCDropoutBackend:
         return self
 
     def sample_networks(self, k: int, *, generator: torch.Generator) -> SampledNetworks:
+        """K networks given by K dropout masks, shared by every item (or fresh masks per item).
+
+        Shared masks are folded into the head's weights once, here; each call then runs the trunk
+        once (channels-last) and the K heads as one wide matrix product (`stacked_dense_forward`).
+        """
         network = self._fitted()
-        masks = network.head.sample_masks(k, generator)
+        trunk = inference_trunk(network.trunk)
+        if self.params.masks == "per_item":
+
+            def per_item_log_probs_K_N_C(x: Tensor) -> Tensor:
+                features_N_D = trunk(x.to(self.device))
+                logits_K_N_C = torch.stack([network.head(features_N_D, generator) for _ in range(k)])
+                return torch.log_softmax(logits_K_N_C.float(), dim=-1)
+
+            return per_item_log_probs_K_N_C
+        layers = network.head.fold_masks(network.head.sample_masks(k, generator))
 
         def log_probs_K_N_C(x: Tensor) -> Tensor:
-            features_N_D = network.trunk(x.to(self.device))
-            return torch.log_softmax(network.head.forward_masked(features_N_D, masks), dim=-1)
+            features_N_D = trunk(x.to(self.device))
+            return torch.log_softmax(stacked_dense_forward(features_N_D, layers).float(), dim=-1)
 
         return log_probs_K_N_C
 
