@@ -38,8 +38,8 @@ from alab.errors import AlabError
 from alab.metrics import evaluate
 from alab.oracles import ORACLES, Label, Oracle, OracleContext, Query
 from alab.report import plot_run_curve
-from alab.scoring import predict, score_pool
-from alab.selection import STRATEGIES, Strategy
+from alab.scoring import candidate_log_probs, predict, score_pool
+from alab.selection import STRATEGIES, JointStrategy, Selection, Strategy, topk
 from alab.storage import LabelsJournal, atomic_torch_save, atomic_write_text
 
 CURVE_COLUMNS = (
@@ -287,9 +287,11 @@ def _score_and_select(
     }
     if r == config.rounds:
         return row, None
-    selection = parts.strategy.select(
-        pool.scores_N, len(candidates_N), config.query_size, generator=round_generator(config.seed, r, "select")
-    )
+    select_generator = round_generator(config.seed, r, "select")
+    if isinstance(parts.strategy, JointStrategy):
+        selection = _select_joint(parts.strategy, pool.scores_N, networks, dataset.x_pool, candidates_N, config, select_generator)
+    else:
+        selection = parts.strategy.select(pool.scores_N, len(candidates_N), config.query_size, generator=select_generator)
     chosen_B = candidates_N[selection.indices]
     probs_B_C = predict(networks, dataset.x_pool[chosen_B], chunk_size=config.chunk_size).exp()
     queries = [
@@ -297,6 +299,23 @@ def _score_and_select(
         for b, i in enumerate(chosen_B)
     ]
     return row, queries
+
+
+def _select_joint(
+    strategy: JointStrategy,
+    scores_N: torch.Tensor | None,
+    networks: Callable,
+    x_pool: torch.Tensor,
+    candidates_N: torch.Tensor,
+    config: RunConfig,
+    generator: torch.Generator,
+) -> Selection:
+    """Keep the strategy's top-M candidates by score, gather their log-probs under the same K networks, select."""
+    assert scores_N is not None
+    top_M = topk(scores_N, min(strategy.candidates, len(candidates_N))).indices
+    log_probs_K_M_C = candidate_log_probs(networks, x_pool, candidates_N[top_M], chunk_size=config.chunk_size)
+    chosen = strategy.select_joint(log_probs_K_M_C, config.query_size, generator=generator)
+    return Selection(indices=top_M[chosen.indices], scores=chosen.scores)
 
 
 def _summary(config: RunConfig, row: dict[str, Any]) -> str:
