@@ -37,7 +37,7 @@ from torch import Tensor
 
 from alab.errors import AlabError
 
-DEFAULT_NUM_SAMPLES = 100_000
+DEFAULT_NUM_SAMPLES = 10_000
 DEFAULT_CHUNK_ELEMENTS = 1 << 24  # [M, chunk * C] floats per matrix product (64 MiB in float32)
 
 
@@ -117,6 +117,7 @@ class _JointState:
         return self.joint_M_K.shape[0]
 
 
+@torch.no_grad()
 def batchbald(
     log_probs_K_N_C: Tensor,
     b: int,
