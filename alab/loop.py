@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 import alab
 from alab.acquisition import ACQUISITIONS
 from alab.backends import BACKENDS, Backend
+from alab.backends.base import SampledNetworks
 from alab.config import BackendConfig, RunConfig, config_from_dict, load_toml
 from alab.data import Dataset, balanced_initial, load_dataset
 from alab.errors import AlabError
@@ -304,7 +305,7 @@ def _score_and_select(
 def _select_joint(
     strategy: JointStrategy,
     scores_N: torch.Tensor | None,
-    networks: Callable,
+    networks: SampledNetworks,
     x_pool: torch.Tensor,
     candidates_N: torch.Tensor,
     config: RunConfig,

@@ -60,7 +60,7 @@ def score_pool(
 
 
 def candidate_log_probs(networks: SampledNetworks, x: Tensor, indices_M: Tensor, *, chunk_size: int) -> Tensor:
-    """log p(y | x, w_k) of the items `x[indices_M]` under the same K `networks`: [K, M, C] on the CPU.
+    """log p(y | x, w_k) of the items `x[indices_M]` under the same K `networks`: [K, M, C], on their device.
 
     For joint strategies (BatchBALD), after `score_pool` has found the M candidates: a second pass over
     M items only, so memory is O(K * M * C) whatever the pool size.
@@ -68,7 +68,7 @@ def candidate_log_probs(networks: SampledNetworks, x: Tensor, indices_M: Tensor,
     out: list[Tensor] = []
     with torch.inference_mode():
         for chunk in chunks(indices_M, chunk_size):
-            out.append(networks(x[chunk]).cpu())
+            out.append(networks(x[chunk]))
     return torch.cat(out, dim=1)
 
 
