@@ -1,5 +1,9 @@
 """BatchBALD: batch size 1 is BALD, greedy picks equal an exact-enumeration reference, lazy equals
-full evaluation, the sampled estimate approaches the exact entropy, and batchbald_redux agrees."""
+full evaluation, the sampled estimate approaches the exact entropy, and batchbald_redux agrees.
+
+The reference is optional: `pip install --no-deps batchbald-redux==2.0.5 'toma<2' psutil` (its
+declared dependencies would pull an unpinned torch and torchvision, which alab must not use).
+"""
 
 from __future__ import annotations
 
