@@ -38,14 +38,15 @@ from tqdm.auto import tqdm
 import alab
 from alab.acquisition import ACQUISITIONS
 from alab.backends import BACKENDS, Backend
+from alab.backends.base import SampledNetworks
 from alab.config import BackendConfig, RunConfig, config_from_dict, load_toml
 from alab.data import Dataset, balanced_initial, load_dataset
 from alab.errors import AlabError
 from alab.metrics import evaluate
 from alab.oracles import ORACLES, UNDO, Label, LabelingPaused, Oracle, OracleContext, Query
 from alab.report import plot_run_curve
-from alab.scoring import predict, score_pool
-from alab.selection import STRATEGIES, Strategy, TopK
+from alab.scoring import candidate_log_probs, predict, score_pool
+from alab.selection import STRATEGIES, JointStrategy, Selection, Strategy, TopK
 from alab.storage import LabelsJournal, atomic_torch_save, atomic_write_text
 
 CURVE_COLUMNS = (
@@ -334,7 +335,12 @@ def _score_and_select(
 
     networks = backend.sample_networks(config.samples, generator=round_generator(config.seed, r, "score"))
     # Top-k rules take their batch from a running top-k, streamed on the device (O(chunk) memory).
-    top_k = config.query_size if isinstance(parts.strategy, TopK) and r < config.rounds else None
+    # Streamed selection: keep only the running top-k the strategy needs (its batch, or BatchBALD's candidates).
+    top_k = None
+    if r < config.rounds and isinstance(parts.strategy, TopK):
+        top_k = config.query_size
+    elif r < config.rounds and isinstance(parts.strategy, JointStrategy):
+        top_k = parts.strategy.candidates
     pool = score_pool(
         networks, dataset.x_pool, candidates_N, acquisition, chunk_size=config.chunk_size, top_k=top_k, device=parts.device
     )
@@ -354,11 +360,13 @@ def _score_and_select(
     }
     if r == config.rounds:
         return row, None
-    selection = pool.top
-    if selection is None:
-        selection = parts.strategy.select(
-            pool.scores_N, len(candidates_N), config.query_size, generator=round_generator(config.seed, r, "select")
-        )
+    if isinstance(parts.strategy, JointStrategy):
+        assert pool.top is not None
+        selection = _select_joint(parts.strategy, pool.top, networks, dataset.x_pool, candidates_N, config, select_generator)
+    elif pool.top is not None:
+        selection = pool.top
+    else:
+        selection = parts.strategy.select(pool.scores_N, len(candidates_N), config.query_size, generator=select_generator)
     chosen_B = candidates_N[selection.indices]
     probs_B_C = predict(networks, dataset.x_pool[chosen_B], chunk_size=config.chunk_size).exp()
     queries = [
@@ -366,6 +374,22 @@ def _score_and_select(
         for b, i in enumerate(chosen_B)
     ]
     return row, queries
+
+
+def _select_joint(
+    strategy: JointStrategy,
+    top: Selection,
+    networks: SampledNetworks,
+    x_pool: torch.Tensor,
+    candidates_N: torch.Tensor,
+    config: RunConfig,
+    generator: torch.Generator,
+) -> Selection:
+    """Gather the top-M candidates' (streamed top-k) log-probs under the same K networks, then select."""
+    top_M = top.indices
+    log_probs_K_M_C = candidate_log_probs(networks, x_pool, candidates_N[top_M], chunk_size=config.chunk_size)
+    chosen = strategy.select_joint(log_probs_K_M_C, config.query_size, generator=generator)
+    return Selection(indices=top_M[chosen.indices], scores=chosen.scores)
 
 
 def _summary(config: RunConfig, row: dict[str, Any]) -> str:

@@ -142,6 +142,19 @@ def score_pool(
     return PoolScores(scores_N, float(bald_sum) / n, float(entropy_sum) / n, time.perf_counter() - start, top)
 
 
+def candidate_log_probs(networks: SampledNetworks, x: Tensor, indices_M: Tensor, *, chunk_size: int) -> Tensor:
+    """log p(y | x, w_k) of the items `x[indices_M]` under the same K `networks`: [K, M, C], on their device.
+
+    For joint strategies (BatchBALD), after `score_pool` has found the M candidates: a second pass over
+    M items only, so memory is O(K * M * C) whatever the pool size.
+    """
+    out: list[Tensor] = []
+    with torch.inference_mode():
+        for chunk in chunks(indices_M, chunk_size):
+            out.append(networks(x[chunk]))
+    return torch.cat(out, dim=1)
+
+
 def predict(networks: SampledNetworks, x: Tensor, *, chunk_size: int) -> Tensor:
     """The posterior predictive log p(y | x) = log mean_k p(y | x, w_k): [N, C] on the CPU."""
     out: list[Tensor] = []

@@ -1,10 +1,92 @@
+"""Batch rules: stochastic sampling (power, softmax, soft-rank) by Gumbel-top-k, and the strategy registry."""
+
 from __future__ import annotations
 
-import torch
+import math
+
 import pytest
+import torch
 
 from alab.errors import AlabError
-from alab.selection import STRATEGIES, random_subset, topk
+from alab.selection import STRATEGIES, BatchBALD, JointStrategy, Stochastic, gumbel_topk, random_subset, topk
+
+
+def test_gumbel_top_1_samples_proportionally_to_the_weights() -> None:
+    weights_N = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    generator = torch.Generator().manual_seed(0)
+    draws = 20_000
+    counts_N = torch.zeros(4, dtype=torch.float64)
+    for _ in range(draws):
+        counts_N[gumbel_topk(weights_N.log(), 1, generator)] += 1
+    # Binomial standard error at p = 0.4 and 20,000 draws is 0.0035; 5 sigma.
+    torch.testing.assert_close(counts_N / draws, weights_N / weights_N.sum(), rtol=0, atol=0.018)
+
+
+def test_gumbel_top_2_matches_sequential_sampling_without_replacement() -> None:
+    weights_N = torch.tensor([1.0, 2.0, 7.0], dtype=torch.float64)
+    generator = torch.Generator().manual_seed(1)
+    draws = 20_000
+    first_two = {}
+    for _ in range(draws):
+        pair = tuple(gumbel_topk(weights_N.log(), 2, generator).tolist())
+        first_two[pair] = first_two.get(pair, 0) + 1
+    w = weights_N.tolist()
+    expected = w[0] / 10 * w[2] / (10 - w[0])  # P(first 0, then 2)
+    assert abs(first_two.get((0, 2), 0) / draws - expected) < 0.012
+
+
+@pytest.mark.parametrize("mode", ["power", "softmax", "softrank"])
+def test_stochastic_picks_distinct_items_reproducibly(mode: str) -> None:
+    scores_N = torch.rand(50, generator=torch.Generator().manual_seed(2))
+    rule = Stochastic("bald", mode)  # type: ignore[arg-type]
+    first = rule.select(scores_N, 50, 10, generator=torch.Generator().manual_seed(5))
+    again = rule.select(scores_N, 50, 10, generator=torch.Generator().manual_seed(5))
+    assert first.indices.tolist() == again.indices.tolist()
+    assert len(set(first.indices.tolist())) == 10
+    torch.testing.assert_close(first.scores, scores_N[first.indices])
+
+
+@pytest.mark.parametrize("mode", ["power", "softmax", "softrank"])
+def test_large_beta_is_top_k(mode: str) -> None:
+    scores_N = torch.tensor([0.1, 0.9, 0.5, 0.7, 0.3])
+    rule = Stochastic("bald", mode, beta=1e4)  # type: ignore[arg-type]
+    chosen = rule.select(scores_N, 5, 2, generator=torch.Generator().manual_seed(0))
+    assert sorted(chosen.indices.tolist()) == [1, 3]
+
+
+def test_soft_rank_weights_are_rank_to_minus_beta() -> None:
+    scores_N = torch.tensor([0.2, 0.9, 0.5], dtype=torch.float64)  # ranks 3, 1, 2
+    generator = torch.Generator().manual_seed(3)
+    draws = 20_000
+    counts = torch.zeros(3)
+    rule = Stochastic("bald", "softrank", beta=1.0)
+    for _ in range(draws):
+        counts[rule.select(scores_N, 3, 1, generator=generator).indices] += 1
+    expected = torch.tensor([1 / 3, 1.0, 1 / 2]) / (1 / 3 + 1 + 1 / 2)
+    torch.testing.assert_close(counts / draws, expected, rtol=0, atol=0.018)
+
+
+def test_power_refuses_negative_scores_and_all_refuse_non_finite() -> None:
+    with pytest.raises(AlabError, match=">= 0"):
+        Stochastic("margin", "power").select(torch.tensor([-0.5, 0.1]), 2, 1, generator=torch.Generator())
+    with pytest.raises(AlabError, match="non-finite"):
+        Stochastic("bald", "softmax").select(torch.tensor([math.nan, 0.1]), 2, 1, generator=torch.Generator())
+
+
+def test_strategies_are_registered() -> None:
+    for name in ("batchbald", "powerbald", "softmaxbald", "softrankbald", "powerentropy"):
+        assert name in STRATEGIES
+    assert STRATEGIES.get("powerentropy").acquisition == "max_entropy"
+    assert isinstance(STRATEGIES.get("batchbald"), JointStrategy)
+    assert not isinstance(STRATEGIES.get("powerbald"), JointStrategy)
+
+
+def test_batchbald_strategy_selects_from_log_probs() -> None:
+    log_probs_K_M_C = torch.randn(4, 30, 3, generator=torch.Generator().manual_seed(0)).log_softmax(-1)
+    selection = BatchBALD().select_joint(log_probs_K_M_C, 5, generator=torch.Generator().manual_seed(0))
+    assert len(set(selection.indices.tolist())) == 5
+    with pytest.raises(AlabError, match="log-probabilities"):
+        BatchBALD().select(torch.zeros(30), 30, 5, generator=torch.Generator())
 
 
 def test_topk_takes_the_highest_and_breaks_ties_by_position() -> None:
@@ -27,7 +109,7 @@ def test_random_subset_is_seeded_and_without_replacement() -> None:
     assert len(set(a.tolist())) == 10
 
 
-def test_every_top_k_strategy_names_a_registered_acquisition() -> None:
+def test_every_strategy_names_a_registered_acquisition() -> None:
     from alab.acquisition import ACQUISITIONS
 
     for name in STRATEGIES.names():
