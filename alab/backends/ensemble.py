@@ -82,7 +82,8 @@ def train_stacked(
     steps = max(params.min_steps, params.epochs * batches_per_epoch)
     tensors = list(stacked.values())
     # Keras' l2(c/N) adds (c/N) * w^2 to the loss; Adam's weight_decay adds wd * w to the gradient.
-    optimizer = torch.optim.Adam(tensors, lr=params.lr, weight_decay=2 * params.weight_decay / n)
+    # fused: one kernel over the stacked tensors (several times faster than the per-tensor loop on CPU)
+    optimizer = torch.optim.Adam(tensors, lr=params.lr, weight_decay=2 * params.weight_decay / n, fused=True)
     order_N = torch.empty(0, dtype=torch.long)
     for step in tqdm(range(steps), desc="train ensemble", leave=False, disable=None, mininterval=0.5):
         start = (step % batches_per_epoch) * batch_size
