@@ -263,3 +263,30 @@ def test_vi_params_are_checked() -> None:
         VIParams(prior="cauchy")
     with pytest.raises(AlabError, match="mixture_pi"):
         VIParams(mixture_pi=1.0)
+
+
+# --- choice everywhere ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["ensemble", "vi"])
+def test_a_recipe_runs_end_to_end_and_records_the_resolved_table(name: str, tmp_path) -> None:
+    from alab.config import load_config, load_toml
+    from alab.loop import start_run
+
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f'initial = 10\nquery_size = 5\nrounds = 1\nsamples = 3\n[backend]\nname = "{name}"\nmin_steps = 10\nepochs = 1\n')
+    run_dir = start_run(load_config(recipe, {"strategy": "bald"}), tmp_path / "run", echo=lambda line: None)
+    written = load_toml(run_dir / "config.toml")["backend"]
+    assert written["name"] == name and written["min_steps"] == 10
+    assert set(written) - {"name"} == set(BACKENDS.get(name)({}, input_shape=(2,), num_classes=2, device=CPU).params.__dataclass_fields__)
+    assert (run_dir / "curve.csv").read_text().count("\n") == 3  # header + rounds 0 and 1
+
+
+def test_the_cli_lists_every_backend() -> None:
+    from typer.testing import CliRunner
+
+    from alab.cli import app
+
+    result = CliRunner().invoke(app, ["backends"])
+    assert result.exit_code == 0
+    assert [line.split()[0] for line in result.output.splitlines()] == ["ensemble", "mc_dropout", "vi"]
