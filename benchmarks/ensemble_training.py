@@ -67,7 +67,7 @@ def main() -> None:
     def ensemble(m: int) -> None:
         params = EnsembleParams(members=m, epochs=args.epochs, min_steps=0)
         backend = EnsembleBackend(params, input_shape=shape, num_classes=classes, device=cpu)
-        base, stacked = backend._build(torch.Generator().manual_seed(1))
+        base, stacked = backend.init_members(torch.Generator().manual_seed(1))
         train_stacked(base, stacked, x_N, y_N, params, torch.Generator().manual_seed(2))
 
     def plain(m: int) -> None:

@@ -143,9 +143,9 @@ def test_params_are_validated_by_the_recipe_table(name: str) -> None:
 def test_vmapped_members_equal_their_plain_networks() -> None:
     backend = make("ensemble", input_shape=(1, 28, 28), num_classes=10, members=3, model="gal_cnn")
     x = torch.randn(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    backend.load_state_dict({"members": backend._build(torch.Generator().manual_seed(1))[1]})
+    backend.load_state_dict({"members": backend.init_members(torch.Generator().manual_seed(1))[1]})
     log_probs_K_N_C = predict_log_probs(backend, x, 3, generator=torch.Generator())
-    generator = torch.Generator().manual_seed(1)  # the members, rebuilt one by one as `_build` draws them
+    generator = torch.Generator().manual_seed(1)  # the members, rebuilt one by one as `init_members` draws them
     for m in range(3):
         member = build_model("gal_cnn", (1, 28, 28), 10, generator)
         torch.testing.assert_close(log_probs_K_N_C[m], torch.log_softmax(member(x), dim=-1), rtol=1e-5, atol=1e-5)

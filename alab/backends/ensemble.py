@@ -111,7 +111,7 @@ class EnsembleBackend:
         self.base_: Network | None = None
         self.stacked_: Stacked | None = None
 
-    def _build(self, generator: torch.Generator) -> tuple[Network, Stacked]:
+    def init_members(self, generator: torch.Generator) -> tuple[Network, Stacked]:
         """M members initialized one after another from `generator`, stacked: names -> [M, *shape]."""
         members = [
             build_model(self.params.model, self.input_shape, self.num_classes, generator).to(self.device)
@@ -125,7 +125,7 @@ class EnsembleBackend:
 
     def fit(self, x: Tensor, y: Tensor, *, generator: torch.Generator) -> EnsembleBackend:
         """Fresh initializations each call (from `generator`), then `train_stacked`."""
-        self.base_, self.stacked_ = self._build(generator)
+        self.base_, self.stacked_ = self.init_members(generator)
         train_stacked(self.base_, self.stacked_, x.to(self.device), y.to(self.device), self.params, generator)
         for tensor in self.stacked_.values():
             tensor.requires_grad_(False)
@@ -151,7 +151,7 @@ class EnsembleBackend:
         return {"params": asdict(self.params), "members": {name: t.detach().clone() for name, t in stacked.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.base_, _ = self._build(torch.Generator().manual_seed(0))  # weights are replaced just below
+        self.base_, _ = self.init_members(torch.Generator().manual_seed(0))  # weights are replaced just below
         self.stacked_ = {name: t.to(self.device) for name, t in state["members"].items()}
 
     def _fitted(self) -> tuple[Network, Stacked]:
