@@ -47,7 +47,7 @@ class VIParams:
     mixture_sigma1: float = 0.5
     mixture_sigma2: float = 0.01
     laplace_scale: float = 0.1  # laplace: p(w) = exp(-|w| / b) / 2b
-    kl_weight: float = 1.0  # 1 is the ELBO; < 1 down-weights the prior (a tempered posterior)
+    kl_weight: float = 0.1  # 1 is the ELBO; < 1 down-weights the prior (a tempered posterior; see docs/backends.md)
     init_sigma: float = 1e-3  # initial posterior standard deviation; means start at PyTorch's initialization
     epochs: int = 50  # passes over the labeled set ...
     min_steps: int = 500  # ... but at least this many gradient steps (small labeled sets)
