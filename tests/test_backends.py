@@ -34,6 +34,15 @@ FAST: dict[str, dict[str, Any]] = {
 CPU = torch.device("cpu")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These networks are tiny: a second thread only adds synchronization (ruinous on a loaded machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_every_registered_backend_is_covered() -> None:
     assert sorted(FAST) == BACKENDS.names()
 
