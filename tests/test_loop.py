@@ -54,7 +54,7 @@ class CrashingOracle(SimulatedOracle):
 
     def collect(self, *, timeout: float | None = None):
         labels = super().collect(timeout=timeout)
-        if CrashingOracle.budget < len(labels):
+        if CrashingOracle.budget < len(labels) or not labels:  # asked again after a partial answer: die
             given, CrashingOracle.budget = labels[: CrashingOracle.budget], 0
             self._pending = []
             if given:
