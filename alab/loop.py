@@ -360,6 +360,7 @@ def _score_and_select(
     }
     if r == config.rounds:
         return row, None
+    select_generator = round_generator(config.seed, r, "select")
     if isinstance(parts.strategy, JointStrategy):
         assert pool.top is not None
         selection = _select_joint(parts.strategy, pool.top, networks, dataset.x_pool, candidates_N, config, select_generator)

@@ -105,14 +105,17 @@ class MCDropoutBackend:
         trunk = inference_trunk(network.trunk)
         if self.params.masks == "per_item":
 
+            @torch.no_grad()
             def per_item_log_probs_K_N_C(x: Tensor) -> Tensor:
                 features_N_D = trunk(x.to(self.device))
                 logits_K_N_C = torch.stack([network.head(features_N_D, generator) for _ in range(k)])
                 return torch.log_softmax(logits_K_N_C.float(), dim=-1)
 
             return per_item_log_probs_K_N_C
-        layers = network.head.fold_masks(network.head.sample_masks(k, generator))
+        with torch.no_grad():  # samples of the posterior predict; they are never trained
+            layers = network.head.fold_masks(network.head.sample_masks(k, generator))
 
+        @torch.no_grad()
         def log_probs_K_N_C(x: Tensor) -> Tensor:
             features_N_D = trunk(x.to(self.device))
             return torch.log_softmax(stacked_dense_forward(features_N_D, layers).float(), dim=-1)
