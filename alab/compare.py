@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import multiprocessing
 import os
 import re
 import signal
@@ -39,7 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import multiprocessing
 import tomli_w
 from tqdm.auto import tqdm
 
@@ -218,6 +218,22 @@ class CellResult:
     error: str = ""
 
 
+_stop_requested = False  # in a worker process: a SIGINT arrived; start no more cells
+_cell_running = False
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    """A worker's SIGINT: stop the cell it runs (KeyboardInterrupt -> status "stopped"), start no other."""
+    global _stop_requested
+    _stop_requested = True
+    if _cell_running:
+        raise KeyboardInterrupt
+
+
+def _init_worker() -> None:
+    signal.signal(signal.SIGINT, _on_sigint)
+
+
 def run_cell(config: RunConfig, run_dir: Path, threads: int) -> CellResult:
     """Start or resume one cell in this process, its lines going to `<run_dir>/log.txt`.
 
@@ -230,6 +246,9 @@ def run_cell(config: RunConfig, run_dir: Path, threads: int) -> CellResult:
 
     from alab.loop import resume_run, run_status, start_run
 
+    global _cell_running
+    if _stop_requested:
+        return CellResult(run_dir.name, "stopped", 0.0, 0.0)
     torch.set_num_threads(max(1, threads))
     run_dir.mkdir(parents=True, exist_ok=True)
     wall0, cpu0 = time.perf_counter(), time.process_time()
@@ -237,6 +256,7 @@ def run_cell(config: RunConfig, run_dir: Path, threads: int) -> CellResult:
     saved = sys.stdout, sys.stderr
     with open(run_dir / "log.txt", "a", buffering=1) as log:
         sys.stdout = sys.stderr = log  # the loop's progress bars see no terminal and stay quiet
+        _cell_running = True
         try:
             echo = lambda line: print(line, file=log)  # noqa: E731
             if (run_dir / "run.json").exists():
@@ -250,6 +270,7 @@ def run_cell(config: RunConfig, run_dir: Path, threads: int) -> CellResult:
             error = f"{type(err).__name__}: {err}"
             print(error, file=log)
         finally:
+            _cell_running = False
             sys.stdout, sys.stderr = saved
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     timing_path = run_dir / "timing.json"
@@ -288,7 +309,7 @@ class LocalExecutor:
         workers = min(self.workers, len(tasks)) or 1
         threads = max(1, cpu_cores() // workers)
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=_init_worker)
         try:
             pending = {pool.submit(run_cell, t.config, t.run_dir, threads) for t in tasks}
             while pending:
@@ -297,10 +318,14 @@ class LocalExecutor:
                     yield future.result()
         except KeyboardInterrupt:
             # A Ctrl-C in a terminal reaches the workers too; a SIGINT sent to this process alone does
-            # not, so pass it on: each cell then records "stopped" and the pool winds down.
-            for process in list(getattr(pool, "_processes", {}).values()):
+            # not, so pass it on: the running cells record "stopped", queued ones do not start.
+            processes = list((getattr(pool, "_processes", None) or {}).values())  # private, but no public handle
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signal.SIGINT)
+            for process in processes:
+                process.join()
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -165,13 +165,17 @@ def plot_learning_curves(curves: pd.DataFrame, out_stem: Path) -> None:
         for strategy, runs in panel.groupby("strategy", sort=False):
             stats = runs.groupby("n_labeled")["accuracy"].agg(["mean", "std", "count"]).reset_index()
             std = stats["std"].fillna(0.0)
-            (line,) = ax.plot(stats["n_labeled"], stats["mean"], label=f"{strategy} ({runs['seed'].nunique()} seeds)")
+            (line,) = ax.plot(stats["n_labeled"], stats["mean"], label=f"{strategy} ({_count(runs['seed'].nunique(), 'seed')})")
             ax.fill_between(stats["n_labeled"], stats["mean"] - std, stats["mean"] + std, color=line.get_color(), alpha=0.15)
         title = " / ".join(str(v) for v in (dataset, backend) if v)
         ax.set(xlabel="labels", ylabel="test accuracy (mean ± 1 std over seeds)", title=title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     _save(fig, {out_stem.with_suffix(".png"): "png", out_stem.with_suffix(".svg"): "svg"})
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def write_comparison_report(out: Path) -> pd.DataFrame:
@@ -218,7 +222,10 @@ def _report_markdown(
     lines = [f"# Comparison: {out.name}", ""]
     if run_keys:
         settings = ", ".join(f"{k} = {v}" for k, v in run_keys.items() if not isinstance(v, dict))
-        lines += [f"Shared run settings: {settings}; backend: {run_keys.get('backend')}.", ""]
+        backend = dict(run_keys.get("backend") or {})
+        name = backend.pop("name", "")
+        params = ", ".join(f"{k} = {v}" for k, v in backend.items())
+        lines += [f"Shared run settings: {settings}. Backend: {name}" + (f" ({params})." if params else "."), ""]
     finished = int((cells["status"] == "finished").sum())
     lines += [f"Cells: {finished} of {len(cells)} finished (strategies x seeds"
               f"{' x backends' if table.get('backends') else ''}{' x data sets' if table.get('datasets') else ''})."]  # fmt: skip
