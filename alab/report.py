@@ -261,10 +261,10 @@ def _paper_section(paper: dict[str, Any], summary: pd.DataFrame) -> list[str]:
         return []
     lines = [f"## Beside the paper: {paper.get('source', 'reference numbers')}", "",
              "Labels needed to reach each test accuracy: the paper's number, then ours (mean over the seeds that "
-             "reached it, and how many did). Our counts include the initial labeled set.", ""]  # fmt: skip
+             "reached it, and how many did). Ours count every label, the initial set's included.", ""]  # fmt: skip
     paper_targets = sorted(reference, key=float)
     strategies = list(dict.fromkeys([s for t in paper_targets for s in reference[t]] + list(summary["strategy"])))
-    header = ["strategy"] + [f"{float(t):.0%}: paper | ours" for t in paper_targets]
+    header = ["strategy"] + [f"{float(t):.0%} {who}" for t in paper_targets for who in ("paper", "ours")]
     rows = []
     for strategy in strategies:
         ours = summary[summary["strategy"] == strategy]
@@ -277,7 +277,7 @@ def _paper_section(paper: dict[str, Any], summary: pd.DataFrame) -> list[str]:
                 mine = f"{_fmt(s[f'labels_to_{k}_mean'], 0)} ({s[f'reached_{k}']}/{s['seeds']})"
             else:
                 mine = "not run"
-            row.append(f"{'–' if theirs is None else theirs} \\| {mine}")
+            row += ["–" if theirs is None else theirs, mine]
         rows.append(row)
     budget = int(summary["final_labels"].max()) if "final_labels" in summary else None
     lines += [markdown_table(header, rows), ""]

@@ -94,7 +94,8 @@ def test_comparison_report_files_exist_and_open(tmp_path: Path) -> None:
     assert set(summary["strategy"]) == {"bald", "random"}
     report = (out / "report.md").read_text()
     assert "A paper, Table 1" in report
-    assert "| bald | 25 \\| 30 (1/2) |" in report  # the paper's 25 labels beside our 30 (one seed of two)
+    assert "| strategy | 90% paper | 90% ours |" in report
+    assert "| bald | 25 | 30 (1/2) |" in report  # the paper's 25 labels beside our 30 (one seed of two)
     assert "| all cells | 40 | 16 |" in report  # cost summed over the four cells
 
 
