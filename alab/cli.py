@@ -116,6 +116,69 @@ def label_import(
     typer.echo(f"imported {result.imported} labels for round {result.round} ({left}); continue with `alab resume {run_dir}`")
 
 
+@app.command()
+@user_errors
+def compare(
+    recipe: Annotated[Path | None, typer.Argument(help="A comparison recipe (TOML with a [compare] table), e.g. strategies/digits-quick.toml.")] = None,
+    strategies: Annotated[str | None, typer.Option(help="Strategies a,b,c (overrides the recipe's).")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Seeds 0..N-1 per strategy.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Data set, or several a,b (one grid axis).")] = None,
+    backend: Annotated[str | None, typer.Option(help="Backend, or several a,b (one grid axis).")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Folder holding the data set's files.")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Acquisition rounds per cell.")] = None,
+    pool_subsample: Annotated[int | None, typer.Option(help="Score a random subset of this many pool items per round.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Cells run at once (torch threads are shared out among them).")] = None,
+    executor: Annotated[str, typer.Option(help="local (worker processes) or ray (a Ray cluster).")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (--executor ray); default: a local Ray.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Comparison directory (default results/<recipe name>).")] = None,
+    config: Annotated[Path | None, typer.Option(help="Base TOML for the flag form (run keys, [backend], [compare]).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override any recipe key: KEY=VALUE (TOML value), e.g. backend.min_steps=200; repeatable.")] = None,
+) -> None:
+    """Compare strategies: a grid of runs (strategies x seeds x backends x data sets), then plots and tables.
+
+    Run it again to resume: finished cells are kept, stopped ones continue.
+    """
+    from alab.compare import load_comparison, make_executor, run_comparison
+
+    if recipe is not None and config is not None:
+        raise AlabError("give a recipe or --config, not both")
+    split = lambda text: None if text is None else [s.strip() for s in text.split(",") if s.strip()]  # noqa: E731
+    overrides: dict[str, Any] = dict(
+        strategies=split(strategies), seeds=seeds, data_dir=data_dir, rounds=rounds,
+        pool_subsample=pool_subsample, device=device, workers=workers,
+    )  # fmt: skip
+    for key, names in (("dataset", split(dataset)), ("backend", split(backend))):
+        if names is not None and len(names) == 1:
+            overrides[key] = names[0]
+        elif names:
+            overrides[key + "s"] = names
+    comparison = load_comparison(recipe if recipe is not None else config, overrides, out, settings=set_ or [])
+    try:
+        run_comparison(comparison, make_executor(executor, comparison.table.workers, address), echo=_echo_err)
+    except KeyboardInterrupt:
+        typer.echo("alab: stopped; run the same `alab compare` command to resume", err=True)
+        raise typer.Exit(130) from None
+    typer.echo(f"report: {comparison.out / 'report.md'}")
+
+
+@app.command()
+@user_errors
+def report(path: Annotated[Path, typer.Argument(help="A comparison directory (alab compare) or a run directory (alab run).")]) -> None:
+    """Rebuild the plots and tables of a comparison or of a single run."""
+    from alab.report import write_report
+
+    if not path.is_dir():
+        raise AlabError(f"{path} is not a directory; give a run or comparison directory")
+    kind = write_report(path)
+    files = "report.md, summary.csv, curves.csv, learning_curves.png/.svg" if kind == "comparison" else "curve.png, summary.csv"
+    typer.echo(f"{kind} report in {path}: {files}")
+
+
+def _echo_err(line: str) -> None:
+    typer.echo(line, err=True)
+
+
 def _print_registry(registry: Any) -> None:
     width = max(len(name) for name in registry.names())
     for name in registry.names():

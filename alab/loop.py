@@ -260,6 +260,8 @@ def _rounds(parts: Parts, run_dir: Path, echo: Echo) -> None:
         _ask(oracle, journal, initial_queries(parts), 0, num_classes, echo)
 
         for r in tqdm(range(config.rounds + 1), desc="rounds", disable=None, initial=0):
+            if r < checkpoint.get("round", -1) and len(curve) > r:
+                continue  # finished before a stop: its labels are journaled, its model superseded by the checkpoint's
             entries = sorted((e for e in journal.labeled.values() if e.round <= r), key=lambda e: e.index)
             labeled = torch.tensor([e.index for e in entries], dtype=torch.long)
             if checkpoint.get("round") != r:

@@ -81,6 +81,22 @@ def test_resume_after_a_crash_gives_the_uninterrupted_curve(tmp_path: Path, smal
     assert pd.read_csv(tmp_path / "run" / "labels.csv").equals(pd.read_csv(tmp_path / "reference" / "labels.csv").assign())
 
 
+def test_resume_does_not_refit_the_rounds_before_its_checkpoint(tmp_path: Path, small_config: RunConfig, monkeypatch) -> None:
+    from alab.backends.mc_dropout import MCDropoutBackend
+
+    monkeypatch.setitem(ORACLES._items, "crashing", lambda context: CrashingOracle(context.dataset.y_pool))
+    CrashingOracle.budget = 40  # 20 initial, 10 in each of rounds 1 and 2: stops while round 3 is asked
+    crashed = dataclasses.replace(small_config, oracle=OracleConfig("crashing"))
+    with pytest.raises(KeyboardInterrupt):
+        start_run(crashed, tmp_path / "run", echo=lambda line: None)
+    fitted: list[int] = []
+    fit = MCDropoutBackend.fit
+    monkeypatch.setattr(MCDropoutBackend, "fit", lambda self, x, y, *, generator: fitted.append(len(y)) or fit(self, x, y, generator=generator))
+    CrashingOracle.budget = 10**6
+    resume_run(tmp_path / "run", echo=lambda line: None)
+    assert fitted == [50]  # round 3 only: rounds 0-2 were fitted before the stop
+
+
 def test_resume_of_a_finished_run_changes_nothing(tmp_path: Path, small_config: RunConfig) -> None:
     run(small_config, tmp_path / "run")
     before = (tmp_path / "run" / "curve.csv").read_text()

@@ -25,7 +25,7 @@ from xml.sax.saxutils import quoteattr
 from alab.errors import AlabError
 from alab.oracles.base import ORACLES, Label, LabelingPaused, OracleContext, Query
 from alab.oracles.render import display_image, feature_rows, png_bytes, top_classes
-from alab.storage import atomic_write_bytes, atomic_write_text
+from alab import storage  # the module, not its names: alab.storage imports alab.oracles.base in turn
 
 FROM_NAME, TO_NAME = "label", "image"  # the Label Studio control and object names in label_config.xml
 
@@ -57,7 +57,7 @@ class FilesOracle:
             if image is not None:
                 png = png_bytes(image)
                 row["file"] = f"item-{query.index}.png"
-                atomic_write_bytes(self.folder / str(row["file"]), png)
+                storage.atomic_write_bytes(self.folder / str(row["file"]), png)
                 task["data"] = {"index": query.index, "image": "data:image/png;base64," + base64.b64encode(png).decode()}
             elif query.payload is not None:
                 row.update(feature_rows(query.payload, limit=10_000))
@@ -72,9 +72,9 @@ class FilesOracle:
         writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        atomic_write_text(self.folder / "queries.csv", text.getvalue())
-        atomic_write_text(self.folder / "tasks.json", json.dumps(tasks, indent=1) + "\n")
-        atomic_write_text(self.folder / "label_config.xml", label_config(ctx.classes))
+        storage.atomic_write_text(self.folder / "queries.csv", text.getvalue())
+        storage.atomic_write_text(self.folder / "tasks.json", json.dumps(tasks, indent=1) + "\n")
+        storage.atomic_write_text(self.folder / "label_config.xml", label_config(ctx.classes))
         self.count = len(items)
 
     def collect(self, *, timeout: float | None = None) -> list[Label]:

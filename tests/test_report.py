@@ -1,0 +1,124 @@
+"""Report: summary numbers against a hand-made curves frame, report files that exist and open."""
+
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import tomli_w
+from PIL import Image
+
+from alab.errors import AlabError
+from alab.report import cell_table, summarize, write_comparison_report, write_report
+
+# Two strategies x two seeds, three points each (10, 20, 30 labels).
+CURVES = {
+    ("bald", 0): [0.5, 0.7, 0.9],
+    ("bald", 1): [0.6, 0.8, 0.8],
+    ("random", 0): [0.4, 0.5, 0.6],
+    ("random", 1): [0.5, 0.5, 0.7],
+}
+N_LABELED = [10, 20, 30]
+
+
+def curves_frame() -> pd.DataFrame:
+    rows = [
+        {"round": r, "n_labeled": n, "accuracy": a, "strategy": s, "seed": seed}
+        for (s, seed), accs in CURVES.items()
+        for r, (n, a) in enumerate(zip(N_LABELED, accs))
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_summary_against_hand_computed_numbers() -> None:
+    summary = summarize(curves_frame(), [0.8, 0.9]).set_index("strategy")
+    bald = summary.loc["bald"]
+    # Trapezoids over 20 labels: seed 0 (6 + 8) / 20 = 0.70, seed 1 (7 + 8) / 20 = 0.75.
+    assert bald["auc_mean"] == pytest.approx(0.725, abs=1e-12)
+    assert bald["auc_std"] == pytest.approx(math.sqrt(2 * 0.025**2), abs=1e-12)
+    assert bald["final_accuracy_mean"] == pytest.approx(0.85, abs=1e-12)
+    assert bald["seeds"] == 2 and bald["final_labels"] == 30
+    assert bald["labels_to_0.80_mean"] == 25 and bald["reached_0.80"] == 2  # 30 and 20
+    assert bald["labels_to_0.90_mean"] == 30 and bald["reached_0.90"] == 1
+    assert math.isnan(bald["labels_to_0.90_std"])  # one seed reached it: no spread to give
+    random = summary.loc["random"]
+    # seed 0 (4.5 + 5.5) / 20 = 0.5, seed 1 (5 + 6) / 20 = 0.55.
+    assert random["auc_mean"] == pytest.approx(0.525, abs=1e-12)
+    assert random["reached_0.80"] == 0 and math.isnan(random["labels_to_0.80_mean"])
+
+
+def test_cell_table_has_one_row_per_seed() -> None:
+    cells = cell_table(curves_frame(), [0.8])
+    assert len(cells) == 4
+    row = cells[(cells["strategy"] == "bald") & (cells["seed"] == 1)].iloc[0]
+    assert row["auc"] == pytest.approx(0.75, abs=1e-12) and row["labels_to_0.80"] == 20
+
+
+def test_summary_refuses_a_frame_without_the_grid_columns() -> None:
+    with pytest.raises(AlabError, match="columns"):
+        summarize(curves_frame().drop(columns="seed"), [0.8])
+
+
+def fake_comparison(root: Path, *, unfinished: str | None = None) -> Path:
+    """A comparison directory as `alab compare` leaves it, written by hand."""
+    recipe = {"dataset": "digits", "compare": {"strategies": ["bald", "random"], "seeds": 2, "targets": [0.8],
+              "paper": {"source": "A paper, Table 1", "labels_to_reach": {"0.90": {"bald": 25, "random": 40}}}}}  # fmt: skip
+    (root / "compare.toml").parent.mkdir(parents=True, exist_ok=True)
+    (root / "compare.toml").write_text(tomli_w.dumps(recipe))
+    for (strategy, seed), accs in CURVES.items():
+        cell = root / "cells" / f"{strategy}-s{seed}"
+        cell.mkdir(parents=True)
+        (cell / "config.toml").write_text(tomli_w.dumps({"strategy": strategy, "seed": seed, "dataset": "digits", "backend": {"name": "mc_dropout"}}))
+        status = "running" if cell.name == unfinished else "finished"
+        (cell / "run.json").write_text(json.dumps({"status": status}))
+        (cell / "timing.json").write_text(json.dumps({"wall_seconds": 10.0, "cpu_seconds": 4.0}))
+        pd.DataFrame({"round": range(3), "n_labeled": N_LABELED, "accuracy": accs}).to_csv(cell / "curve.csv", index=False)
+    return root
+
+
+def test_comparison_report_files_exist_and_open(tmp_path: Path) -> None:
+    out = fake_comparison(tmp_path / "cmp")
+    summary = write_comparison_report(out)
+    for name in ("curves.csv", "cells.csv", "summary.csv", "report.md", "learning_curves.png", "learning_curves.svg"):
+        assert (out / name).stat().st_size > 0, name
+    with Image.open(out / "learning_curves.png") as image:
+        image.verify()
+    assert ET.parse(out / "learning_curves.svg").getroot().tag.endswith("svg")
+    curves = pd.read_csv(out / "curves.csv")
+    assert {"strategy", "seed", "backend", "dataset", "cell", "accuracy", "n_labeled"} <= set(curves.columns)
+    assert len(curves) == 12
+    assert set(summary["strategy"]) == {"bald", "random"}
+    report = (out / "report.md").read_text()
+    assert "A paper, Table 1" in report
+    assert "| strategy | 90% paper | 90% ours |" in report
+    assert "| bald | 25 | 30 (1/2) |" in report  # the paper's 25 labels beside our 30 (one seed of two)
+    assert "| all cells | 40 | 16 |" in report  # cost summed over the four cells
+
+
+def test_unfinished_cells_are_named_and_left_out(tmp_path: Path) -> None:
+    out = fake_comparison(tmp_path / "cmp", unfinished="bald-s1")
+    summary = write_comparison_report(out).set_index("strategy")
+    assert summary.loc["bald", "seeds"] == 1 and summary.loc["bald", "auc_mean"] == pytest.approx(0.7, abs=1e-12)
+    assert "Not finished (left out of every number below): bald-s1" in (out / "report.md").read_text()
+
+
+def test_report_of_a_single_run_directory(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    pd.DataFrame({"round": range(3), "n_labeled": N_LABELED, "accuracy": CURVES[("bald", 0)], "nll": [1.0, 0.8, 0.5]}).to_csv(
+        run_dir / "curve.csv", index=False
+    )
+    assert write_report(run_dir) == "run"
+    with Image.open(run_dir / "curve.png") as image:
+        image.verify()
+    row = pd.read_csv(run_dir / "summary.csv").iloc[0]
+    assert row["auc"] == pytest.approx(0.7, abs=1e-12) and row["labels_to_0.90"] == 30
+
+
+def test_report_of_something_else_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(AlabError, match="neither a run directory"):
+        write_report(tmp_path)
