@@ -15,7 +15,6 @@ a shared batch lets the first layer of all M members run as one wide matrix prod
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,9 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call, stack_module_state, vmap
-from tqdm.auto import tqdm
 
-from alab.backends.base import BACKENDS, SampledNetworks
+from alab.backends.base import BACKENDS, SampledNetworks, minibatches
 from alab.config import from_mapping
 from alab.errors import AlabError
 from alab.models import Network, build_model
@@ -73,23 +71,18 @@ def train_stacked(
 ) -> None:
     """Adam on sum_m [mean cross-entropy of member m + (c/N)||w_m||^2], all members in one vmapped step.
 
-    Steps = max(min_steps, epochs * ceil(N / batch_size)); one shared minibatch order per epoch from
-    `generator`. The members' gradients do not interact: member m's loss depends only on w_m.
+    Full minibatches (`minibatches`), one shared order per epoch from `generator`. The members' gradients do not interact: member m's loss depends only on w_m.
     """
     n = x_N.shape[0]
-    batch_size = min(params.batch_size, n)
-    batches_per_epoch = math.ceil(n / batch_size)
-    steps = max(params.min_steps, params.epochs * batches_per_epoch)
     tensors = list(stacked.values())
     # Keras' l2(c/N) adds (c/N) * w^2 to the loss; Adam's weight_decay adds wd * w to the gradient.
     # fused: one kernel over the stacked tensors (several times faster than the per-tensor loop on CPU)
     optimizer = torch.optim.Adam(tensors, lr=params.lr, weight_decay=2 * params.weight_decay / n, fused=True)
-    order_N = torch.empty(0, dtype=torch.long)
-    for step in tqdm(range(steps), desc="train ensemble", leave=False, disable=None, mininterval=0.5):
-        start = (step % batches_per_epoch) * batch_size
-        if start == 0:
-            order_N = torch.randperm(n, generator=generator).to(x_N.device)
-        batch_B = order_N[start : start + batch_size]
+    batches = minibatches(
+        n, params.batch_size, epochs=params.epochs, min_steps=params.min_steps, generator=generator, device=x_N.device,
+        desc="train ensemble",
+    )  # fmt: skip
+    for batch_B in batches:
         logits_M_B_C = stacked_logits(base, stacked, x_N[batch_B])
         M, B, C = logits_M_B_C.shape
         y_MB = y_N[batch_B].expand(M, B).reshape(-1)

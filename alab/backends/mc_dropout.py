@@ -8,16 +8,14 @@ every item: K whole networks, folded into the head's weights (see `alab.models`)
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from alab.backends.base import BACKENDS, SampledNetworks
+from alab.backends.base import BACKENDS, SampledNetworks, minibatches
 from alab.config import from_mapping
 from alab.errors import AlabError
 from alab.models import Network, build_model, inference_trunk, stacked_dense_forward
@@ -57,21 +55,16 @@ def train_classifier(
 ) -> None:
     """Adam on the mean cross-entropy plus (c/N)||w||^2, minibatches drawn from `generator`.
 
-    Steps = max(min_steps, epochs * ceil(N / batch_size)); dropout masks drawn per item from `generator`.
+    Full minibatches (`minibatches`); dropout masks drawn per item from `generator`.
     """
     n = x_N.shape[0]
-    batch_size = min(params.batch_size, n)
-    batches_per_epoch = math.ceil(n / batch_size)
-    steps = max(params.min_steps, params.epochs * batches_per_epoch)
     # Keras' l2(c/N) adds (c/N) * w^2 to the loss; Adam's weight_decay adds wd * w to the gradient.
     optimizer = torch.optim.Adam(network.parameters(), lr=params.lr, weight_decay=2 * params.weight_decay / n)
     network.train()
-    order_N = torch.empty(0, dtype=torch.long)
-    for step in tqdm(range(steps), desc=desc, leave=False, disable=None, mininterval=0.5):
-        start = (step % batches_per_epoch) * batch_size
-        if start == 0:
-            order_N = torch.randperm(n, generator=generator).to(x_N.device)
-        batch = order_N[start : start + batch_size]
+    batches = minibatches(
+        n, params.batch_size, epochs=params.epochs, min_steps=params.min_steps, generator=generator, device=x_N.device, desc=desc
+    )
+    for batch in batches:
         loss = F.cross_entropy(network(x_N[batch], generator), y_N[batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -25,9 +25,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from alab.backends.base import BACKENDS, SampledNetworks
+from alab.backends.base import BACKENDS, SampledNetworks, minibatches
 from alab.config import from_mapping
 from alab.errors import AlabError
 from alab.models import init_parameters
@@ -259,17 +258,13 @@ def kl_divergence(network: BayesNetwork, params: VIParams, generator: torch.Gene
 def train_vi(network: BayesNetwork, x_N: Tensor, y_N: Tensor, params: VIParams, generator: torch.Generator) -> None:
     """Adam on the per-example negative ELBO (module docstring), minibatches drawn from `generator`."""
     n = x_N.shape[0]
-    batch_size = min(params.batch_size, n)
-    batches_per_epoch = math.ceil(n / batch_size)
-    steps = max(params.min_steps, params.epochs * batches_per_epoch)
     optimizer = torch.optim.Adam(network.parameters(), lr=params.lr)
     network.train()
-    order_N = torch.empty(0, dtype=torch.long)
-    for step in tqdm(range(steps), desc="train vi", leave=False, disable=None, mininterval=0.5):
-        start = (step % batches_per_epoch) * batch_size
-        if start == 0:
-            order_N = torch.randperm(n, generator=generator).to(x_N.device)
-        batch_B = order_N[start : start + batch_size]
+    batches = minibatches(
+        n, params.batch_size, epochs=params.epochs, min_steps=params.min_steps, generator=generator, device=x_N.device,
+        desc="train vi",
+    )  # fmt: skip
+    for batch_B in batches:
         nll = F.cross_entropy(network(x_N[batch_B], generator), y_N[batch_B])
         loss = nll + params.kl_weight * kl_divergence(network, params, generator) / n
         optimizer.zero_grad(set_to_none=True)
