@@ -80,3 +80,7 @@ for _name, _summary in {
     "least_confidence": "top-k lowest probability of the most probable class",
 }.items():
     STRATEGIES.add(_name, TopK(_name), _summary)
+
+# Regression strategies (`alab.regression`; "bald" and "random" above serve regression data sets too).
+STRATEGIES.add("epistemic_variance", TopK("epistemic_variance"), "regression: top-k variance of the predicted means (epistemic)")
+STRATEGIES.add("total_variance", TopK("total_variance"), "regression: top-k predictive variance (epistemic + aleatoric)")
