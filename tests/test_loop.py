@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from alab.config import RunConfig
+from alab.config import OracleConfig, RunConfig
 from alab.errors import AlabError
 from alab.loop import read_curve, resume_run, start_run
 from alab.oracles import ORACLES
@@ -69,7 +69,7 @@ def test_resume_after_a_crash_gives_the_uninterrupted_curve(tmp_path: Path, smal
     reference = run(small_config, tmp_path / "reference")
     monkeypatch.setitem(ORACLES._items, "crashing", lambda context: CrashingOracle(context.dataset.y_pool))
     CrashingOracle.budget = crash_after
-    crashed = dataclasses.replace(small_config, oracle="crashing")
+    crashed = dataclasses.replace(small_config, oracle=OracleConfig("crashing"))
     with pytest.raises(KeyboardInterrupt):
         start_run(crashed, tmp_path / "run", echo=lambda line: None)
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "stopped"
