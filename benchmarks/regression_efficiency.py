@@ -2,17 +2,20 @@
 
     python benchmarks/regression_efficiency.py                     # diabetes, epistemic_variance vs random, 3 seeds
     python benchmarks/regression_efficiency.py --strategies epistemic_variance,total_variance,bald,random --seeds 5
+    python benchmarks/regression_efficiency.py --config strategies/diabetes-regression.toml --jobs 6
 
 Runs the real loop (simulated oracle) for every (strategy, seed), in this process, then prints per
 run and, over seeds, the mean and std of the area under the test RMSE curve (a mean RMSE over the
 label range, in the target's units), the final RMSE, NLL and 90% interval coverage, and the paired
 difference to random on the same seed (same initial set). Writes `summary.csv` and
 `rmse_curves.png` beside the run directories (results/benchmarks/regression_efficiency/).
+`--jobs N` runs N (strategy, seed) runs at once in worker processes (each run is deterministic alone).
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import shutil
 import time
 from pathlib import Path
@@ -37,35 +40,32 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--config", default=None, help="TOML with run settings (rounds, backend, ...)")
     parser.add_argument("--out", default="results/benchmarks/regression_efficiency")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once, in worker processes")
     args = parser.parse_args()
 
     out = Path(args.out)
+    grid = [(strategy, seed) for strategy in args.strategies.split(",") for seed in range(args.seeds)]
+    jobs = [(args.config, args.dataset, strategy, seed, out / f"{strategy}-s{seed}") for strategy, seed in grid]
+    with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
+        timings = list(pool.map(_run, *zip(*jobs)))
     rows, curves = [], []
-    for strategy in args.strategies.split(","):
-        for seed in range(args.seeds):
-            overrides = {"strategy": strategy, "dataset": args.dataset, "seed": seed}
-            config = load_config(args.config, {**(DEFAULTS if args.config is None else {}), **overrides})
-            run_dir = out / f"{strategy}-s{seed}"
-            shutil.rmtree(run_dir, ignore_errors=True)
-            t0 = time.perf_counter()
-            start_run(config, run_dir, echo=lambda line: None)
-            seconds = time.perf_counter() - t0
-            curve = pd.read_csv(run_dir / "curve.csv")
-            curves.append(curve.assign(strategy=strategy, seed=seed))
-            last = curve.iloc[-1]
-            rows.append(
-                {
-                    "strategy": strategy,
-                    "seed": seed,
-                    "rmse_auc": area_under_curve(curve["n_labeled"], curve["rmse"]),
-                    "final_rmse": last["rmse"],
-                    "final_nll": last["nll"],
-                    "final_coverage_90": last["coverage_90"],
-                    "seconds": seconds,
-                }
-            )
-            print(f"{strategy:>20} seed {seed}: rmse auc {rows[-1]['rmse_auc']:.3f}  final rmse {last['rmse']:.3f}  "
-                  f"nll {last['nll']:.3f}  cov90 {last['coverage_90']:.2f}  ({seconds:.0f} s)", flush=True)  # fmt: skip
+    for (strategy, seed), seconds in zip(grid, timings):
+        curve = pd.read_csv(out / f"{strategy}-s{seed}" / "curve.csv")
+        curves.append(curve.assign(strategy=strategy, seed=seed))
+        last = curve.iloc[-1]
+        rows.append(
+            {
+                "strategy": strategy,
+                "seed": seed,
+                "rmse_auc": area_under_curve(curve["n_labeled"], curve["rmse"]),
+                "final_rmse": last["rmse"],
+                "final_nll": last["nll"],
+                "final_coverage_90": last["coverage_90"],
+                "seconds": seconds,
+            }
+        )
+        print(f"{strategy:>20} seed {seed}: rmse auc {rows[-1]['rmse_auc']:.3f}  final rmse {last['rmse']:.3f}  "
+              f"nll {last['nll']:.3f}  cov90 {last['coverage_90']:.2f}  ({seconds:.0f} s)", flush=True)  # fmt: skip
     frame = pd.DataFrame(rows)
     summary = frame.groupby("strategy").agg(
         rmse_auc_mean=("rmse_auc", "mean"),
@@ -86,6 +86,16 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     summary.to_csv(out / "summary.csv")
     _plot(pd.concat(curves), args.dataset, out / "rmse_curves.png")
+
+
+def _run(config_path: str | None, dataset: str, strategy: str, seed: int, run_dir: Path) -> float:
+    """One run from scratch; its wall-clock seconds."""
+    overrides = {"strategy": strategy, "dataset": dataset, "seed": seed}
+    config = load_config(config_path, {**(DEFAULTS if config_path is None else {}), **overrides})
+    shutil.rmtree(run_dir, ignore_errors=True)
+    t0 = time.perf_counter()
+    start_run(config, run_dir, echo=lambda line: None)
+    return time.perf_counter() - t0
 
 
 def _plot(curves: pd.DataFrame, dataset: str, path: Path) -> None:
