@@ -54,7 +54,7 @@ class CrashingOracle(SimulatedOracle):
 
     def collect(self, *, timeout: float | None = None):
         labels = super().collect(timeout=timeout)
-        if CrashingOracle.budget < len(labels):
+        if CrashingOracle.budget < len(labels) or not labels:  # asked again after a partial answer: die
             given, CrashingOracle.budget = labels[: CrashingOracle.budget], 0
             self._pending = []
             if given:
@@ -100,7 +100,7 @@ def test_a_second_run_into_the_same_directory_is_refused(tmp_path: Path, small_c
         ({"initial": 5000}, "larger than the pool"),
         ({"rounds": 200, "query_size": 10}, "lower --rounds or --query-size"),
         ({"strategy": "nope"}, "unknown strategy 'nope'; choose one of: bald"),
-        ({"oracle": "nope"}, "unknown oracle"),
+        ({"oracle": OracleConfig("nope")}, "unknown oracle"),
         ({"dataset": "nope"}, "unknown dataset"),
     ],
 )
