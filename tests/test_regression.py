@@ -106,7 +106,7 @@ MIXTURES = [
 def test_mixture_entropy_matches_brute_force_integration(mu: list[float], s2: list[float]) -> None:
     estimate = mixture_entropy(torch.tensor(mu, dtype=torch.float64)[:, None], torch.tensor(s2, dtype=torch.float64)[:, None])
     assert estimate.shape == (1,)
-    assert abs(float(estimate[0]) - brute_force_entropy(mu, s2)) < 1e-3
+    assert abs(float(estimate[0]) - brute_force_entropy(mu, s2)) < 2e-4
 
 
 def test_mixture_entropy_of_one_gaussian_is_the_closed_form() -> None:
@@ -134,7 +134,8 @@ def test_bald_lies_between_zero_and_the_gaussian_bound(K: int, N: int, seed: int
     mi_N = bald(out)
     _, s2_K_N = gaussian_params(out)
     bound_N = gaussian_entropy(total_variance(out)) - gaussian_entropy(s2_K_N).mean(dim=0)
-    assert bool((mi_N >= -1e-6).all()) and bool((mi_N <= bound_N + 1e-6).all())
+    # up to the quadrature's error (< 1e-3 nats, see test_mixture_entropy_matches_brute_force_integration)
+    assert bool((mi_N >= -1e-3).all()) and bool((mi_N <= bound_N + 1e-3).all())
     # permuting the samples changes nothing; permuting the pool permutes the scores
     perm_K, perm_N = torch.randperm(K, generator=g), torch.randperm(N, generator=g)
     for name in REGRESSION_ACQUISITIONS.names():
