@@ -66,6 +66,7 @@ def run(
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     oracle: Annotated[str | None, typer.Option(help="Who labels: simulated, web, terminal or files (see `alab oracles`).")] = None,
     classes: Annotated[str | None, typer.Option(help="Class names a,b,c for a data set without its own (folder:PATH).")] = None,
+    target: Annotated[str | None, typer.Option(help="Column to predict of a table (csv:PATH): a regression run.")] = None,
     samples: Annotated[int | None, typer.Option(help="K posterior samples for scoring and evaluation.")] = None,
     pool_subsample: Annotated[int | None, typer.Option(help="Score a random subset of this many pool items per round (0: all).")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (default results/<time>-<strategy>-<dataset>-s<seed>).")] = None,
@@ -78,7 +79,7 @@ def run(
     overrides = dict(
         strategy=strategy, backend=backend, dataset=dataset, data_dir=data_dir, initial=initial,
         query_size=query_size, rounds=rounds, seed=seed, device=device, oracle=oracle, samples=samples,
-        pool_subsample=pool_subsample, classes=None if classes is None else classes.split(","),
+        pool_subsample=pool_subsample, classes=None if classes is None else classes.split(","), target=target,
     )  # fmt: skip
     run_config = load_config(config, overrides)
     _report_end(start_run(run_config, out, echo=echo_to_stderr))

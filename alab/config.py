@@ -109,6 +109,7 @@ class RunConfig:
     validation: int = 0
     backend: BackendConfig = field(default_factory=BackendConfig)
     classes: list[str] | None = None  # class names of a data set without its own (folder:PATH)
+    target: str | None = None  # the column to predict of a user's table (csv:PATH): a regression run
 
     def __post_init__(self) -> None:
         positive = ("initial", "query_size", "samples", "chunk_size")

@@ -12,6 +12,9 @@ The model is fit on the journal's labels (a person's answers), never on the data
 person may withdraw a label while its round is open (an undo row in the journal). An oracle whose
 labels come from outside (files) pauses the run: status "waiting", resumed by `alab resume`.
 Without a test set (a user's own images), the curve's metrics are NaN: nothing honest to report.
+
+What differs between classification and regression (labels, targets, scoring, metrics, the curve's
+columns) lives in the run's `Task` (`alab.tasks`), chosen by the data set.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import csv
 import dataclasses
 import io
 import json
-import math
 import platform
 import sys
 import time
@@ -36,23 +38,19 @@ import torch
 from tqdm.auto import tqdm
 
 import alab
-from alab.acquisition import ACQUISITIONS
 from alab.backends import BACKENDS, Backend
 from alab.backends.base import SampledNetworks
 from alab.config import BackendConfig, RunConfig, config_from_dict, load_toml
-from alab.data import Dataset, balanced_initial, load_dataset
+from alab.data import Dataset, load_dataset
 from alab.errors import AlabError
-from alab.metrics import evaluate
 from alab.oracles import ORACLES, UNDO, Label, LabelingPaused, Oracle, OracleContext, Query
 from alab.report import plot_run_curve
-from alab.scoring import candidate_log_probs, predict, score_pool
+from alab.scoring import candidate_log_probs
 from alab.selection import STRATEGIES, JointStrategy, Selection, Strategy, TopK
 from alab.storage import LabelsJournal, atomic_torch_save, atomic_write_text
+from alab.tasks import Classification, Task, check_task_support, task_for
 
-CURVE_COLUMNS = (
-    "round", "n_labeled", "accuracy", "nll", "brier", "ece",
-    "train_seconds", "score_seconds", "mean_bald", "mean_entropy",
-)  # fmt: skip
+CURVE_COLUMNS = Classification.curve_columns  # a regression run's: alab.tasks.Regression.curve_columns
 
 Echo = Callable[[str], None]
 
@@ -80,19 +78,21 @@ class Parts:
     device: torch.device
     backend: Backend
     strategy: Strategy
+    task: Task
 
 
 def build_parts(config: RunConfig) -> Parts:
     """Check every name and number against the data; raise AlabError before any file is written."""
     strategy = STRATEGIES.get(config.strategy)
-    if strategy.acquisition is not None:
-        ACQUISITIONS.get(strategy.acquisition)
     ORACLES.get(config.oracle.name)
     factory = BACKENDS.get(config.backend.name)
     device = resolve_device(config.device)
     dataset = load_dataset(
-        config.dataset, data_dir=config.data_dir, seed=config.seed, validation=config.validation, classes=config.classes
-    )
+        config.dataset, data_dir=config.data_dir, seed=config.seed, validation=config.validation, classes=config.classes,
+        target=config.target,
+    )  # fmt: skip
+    task = task_for(dataset)
+    check_task_support(task, strategy.acquisition, config.backend.name, factory, config.oracle.name)
     n_pool = len(dataset.y_pool)
     if config.initial > n_pool:
         raise AlabError(f"initial set of {config.initial} is larger than the pool ({n_pool} items); lower --initial")
@@ -101,13 +101,11 @@ def build_parts(config: RunConfig) -> Parts:
             f"{config.rounds} rounds of {config.query_size} after {config.initial} initial labels need "
             f"{config.final_labels} items, but the pool has {n_pool}; lower --rounds or --query-size"
         )
-    backend = factory(
-        config.backend.params, input_shape=dataset.input_shape, num_classes=len(dataset.classes), device=device
-    )
+    backend = factory(config.backend.params, input_shape=dataset.input_shape, device=device, **task.backend_kwargs())
     params = getattr(backend, "params", None)
     if dataclasses.is_dataclass(params):  # write the backend's defaults into config.toml too
         config = dataclasses.replace(config, backend=BackendConfig(config.backend.name, dataclasses.asdict(params)))
-    return Parts(config, dataset, device, backend, strategy)
+    return Parts(config, dataset, device, backend, strategy, task)
 
 
 def default_run_dir(config: RunConfig, root: Path = Path("results")) -> Path:
@@ -186,9 +184,9 @@ def read_curve(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _write_curve(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+def _write_curve(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=CURVE_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, text.getvalue())
@@ -200,7 +198,7 @@ def run_status(run_dir: Path) -> dict[str, Any]:
 
 
 def _ask(
-    oracle: Oracle, journal: LabelsJournal, queries: Sequence[Query], round_: int, num_classes: int, echo: Echo
+    oracle: Oracle, journal: LabelsJournal, queries: Sequence[Query], round_: int, task: Task, echo: Echo
 ) -> None:
     """Request the queries not yet labeled; journal each label (or undo) as it arrives, then acknowledge it.
 
@@ -218,8 +216,9 @@ def _ask(
         for label in labels:
             if label.index not in asked:
                 raise AlabError(f"oracle answered pool item {label.index}, which was not asked for")
-            if label.source != UNDO and not 0 <= label.label < num_classes:
-                raise AlabError(f"oracle gave label {label.label} for item {label.index}; classes are 0..{num_classes - 1}")
+            error = task.label_error(label.label) if label.source != UNDO else None
+            if error is not None:
+                raise AlabError(f"oracle gave label {label.label} for item {label.index}; {error}")
         journal.append(labels, round_)  # refuses a second label, or an undo outside this round
         oracle.acknowledge(labels)
         pending = asked - journal.labeled.keys()
@@ -244,9 +243,8 @@ def _execute(parts: Parts, run_dir: Path, echo: Echo) -> Path:
 
 
 def _rounds(parts: Parts, run_dir: Path, echo: Echo) -> None:
-    config, dataset, backend, strategy = parts.config, parts.dataset, parts.backend, parts.strategy
-    num_classes = len(dataset.classes)
-    acquisition = ACQUISITIONS.get(strategy.acquisition) if strategy.acquisition is not None else None
+    config, dataset, backend, strategy, task = parts.config, parts.dataset, parts.backend, parts.strategy, parts.task
+    acquisition = task.acquisitions.get(strategy.acquisition) if strategy.acquisition is not None else None
     journal = LabelsJournal(run_dir / "labels.csv")
     curve = read_curve(run_dir / "curve.csv")
     checkpoint_path = run_dir / "checkpoint.pt"
@@ -257,7 +255,7 @@ def _rounds(parts: Parts, run_dir: Path, echo: Echo) -> None:
     context = OracleContext(dataset, run_dir, dataset.classes, config.oracle.params, config.rounds, echo)
     oracle = ORACLES.get(config.oracle.name)(context)
     try:
-        _ask(oracle, journal, initial_queries(parts), 0, num_classes, echo)
+        _ask(oracle, journal, initial_queries(parts), 0, task, echo)
 
         for r in tqdm(range(config.rounds + 1), desc="rounds", disable=None, initial=0):
             if r < checkpoint.get("round", -1) and len(curve) > r:
@@ -265,7 +263,7 @@ def _rounds(parts: Parts, run_dir: Path, echo: Echo) -> None:
             entries = sorted((e for e in journal.labeled.values() if e.round <= r), key=lambda e: e.index)
             labeled = torch.tensor([e.index for e in entries], dtype=torch.long)
             if checkpoint.get("round") != r:
-                y_labeled = torch.tensor([e.label for e in entries], dtype=torch.long)
+                y_labeled = task.targets([e.label for e in entries])
                 t0 = time.perf_counter()
                 backend.fit(dataset.x_pool[labeled], y_labeled, generator=round_generator(config.seed, r, "fit"))
                 train_seconds = time.perf_counter() - t0
@@ -279,11 +277,11 @@ def _rounds(parts: Parts, run_dir: Path, echo: Echo) -> None:
                     checkpoint = {**checkpoint, "queries": queries}
                     atomic_torch_save(checkpoint_path, checkpoint)
                 curve = [*curve[:r], row]
-                _write_curve(run_dir / "curve.csv", curve)
-                echo(_summary(config, curve[r]))
+                _write_curve(run_dir / "curve.csv", curve, task.curve_columns)
+                echo(_summary(config, task, curve[r]))
             if r == config.rounds:
                 break
-            _ask(oracle, journal, round_queries(parts, checkpoint), r + 1, num_classes, echo)
+            _ask(oracle, journal, round_queries(parts, checkpoint), r + 1, task, echo)
     finally:
         oracle.close()
 
@@ -291,7 +289,7 @@ def _rounds(parts: Parts, run_dir: Path, echo: Echo) -> None:
 def initial_queries(parts: Parts) -> list[Query]:
     """The initial set (round 0), drawn by the seed: balanced by the data set's labels where it has them."""
     dataset, seed = parts.dataset, parts.config.seed
-    initial = balanced_initial(dataset.y_pool, parts.config.initial, round_generator(seed, 0, "initial"))
+    initial = parts.task.initial(parts.config.initial, round_generator(seed, 0, "initial"))
     return [Query(int(i), dataset.x_pool[int(i)], round=0) for i in initial]
 
 
@@ -324,10 +322,10 @@ def _score_and_select(
 ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
     """Score the pool, evaluate on the test set, and (before the last round) choose the next query.
 
-    The query is plain data (pool index and the model's view: class probabilities, acquisition score)
-    so that the checkpoint loads with `weights_only=True`.
+    The query is plain data (pool index and the model's view: class probabilities or predicted mean
+    and uncertainties, acquisition score) so that the checkpoint loads with `weights_only=True`.
     """
-    config, dataset, backend = parts.config, parts.dataset, parts.backend
+    config, dataset, backend, task = parts.config, parts.dataset, parts.backend, parts.task
     unlabeled_mask = torch.ones(len(dataset.y_pool), dtype=torch.bool)
     unlabeled_mask[labeled] = False
     candidates_N = unlabeled_mask.nonzero().squeeze(1)
@@ -336,29 +334,22 @@ def _score_and_select(
         candidates_N = candidates_N[pick[: config.pool_subsample].sort().values]
 
     networks = backend.sample_networks(config.samples, generator=round_generator(config.seed, r, "score"))
-    # Top-k rules take their batch from a running top-k, streamed on the device (O(chunk) memory).
     # Streamed selection: keep only the running top-k the strategy needs (its batch, or BatchBALD's candidates).
     top_k = None
     if r < config.rounds and isinstance(parts.strategy, TopK):
         top_k = config.query_size
     elif r < config.rounds and isinstance(parts.strategy, JointStrategy):
         top_k = parts.strategy.candidates
-    pool = score_pool(
-        networks, dataset.x_pool, candidates_N, acquisition, chunk_size=config.chunk_size, top_k=top_k, device=parts.device
-    )
+    pool = task.score(networks, dataset.x_pool, candidates_N, acquisition, config.chunk_size, top_k=top_k, device=parts.device)
     eval_networks = backend.sample_networks(config.samples, generator=round_generator(config.seed, r, "eval"))
-    if len(dataset.y_test):
-        metrics = evaluate(predict(eval_networks, dataset.x_test, chunk_size=config.chunk_size), dataset.y_test)
-    else:  # no labeled test set (a user's own images): NaN, never a made-up number
-        metrics = dict.fromkeys(("accuracy", "nll", "brier", "ece"), math.nan)
+    metrics = task.evaluate(eval_networks, config.chunk_size)
     row = {
         "round": r,
         "n_labeled": len(labeled),
         **metrics,
         "train_seconds": round(train_seconds, 3),
         "score_seconds": round(pool.seconds, 3),
-        "mean_bald": pool.mean_bald,
-        "mean_entropy": pool.mean_entropy,
+        **pool.summary,
     }
     if r == config.rounds:
         return row, None
@@ -371,10 +362,9 @@ def _score_and_select(
     else:
         selection = parts.strategy.select(pool.scores_N, len(candidates_N), config.query_size, generator=select_generator)
     chosen_B = candidates_N[selection.indices]
-    probs_B_C = predict(networks, dataset.x_pool[chosen_B], chunk_size=config.chunk_size).exp()
+    views = task.views(networks, dataset.x_pool[chosen_B], config.chunk_size)
     queries = [
-        {"index": int(i), "view": {"probs": probs_B_C[b].tolist(), "score": float(selection.scores[b])}}
-        for b, i in enumerate(chosen_B)
+        {"index": int(i), "view": {**views[b], "score": float(selection.scores[b])}} for b, i in enumerate(chosen_B)
     ]
     return row, queries
 
@@ -395,11 +385,10 @@ def _select_joint(
     return Selection(indices=top_M[chosen.indices], scores=chosen.scores)
 
 
-def _summary(config: RunConfig, row: dict[str, Any]) -> str:
+def _summary(config: RunConfig, task: Task, row: dict[str, Any]) -> str:
     return (
-        f"round {int(row['round']):>3}/{config.rounds}  labels {int(row['n_labeled']):>5}  "
-        f"acc {float(row['accuracy']):.3f}  nll {float(row['nll']):.3f}  ece {float(row['ece']):.3f}  "
-        f"bald {float(row['mean_bald']):.3f}  train {float(row['train_seconds']):.1f}s  score {float(row['score_seconds']):.1f}s"
+        f"round {int(row['round']):>3}/{config.rounds}  labels {int(row['n_labeled']):>5}  {task.describe(row)}  "
+        f"train {float(row['train_seconds']):.1f}s  score {float(row['score_seconds']):.1f}s"
     )
 
 

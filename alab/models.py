@@ -14,9 +14,11 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alab.errors import AlabError
+from alab.regression import gaussian_nll_loss
 from alab.registry import Registry
 
 
@@ -135,16 +137,39 @@ def inference_trunk(trunk: nn.Module) -> Callable[[Tensor], Tensor]:
     return run
 
 
-class Network(nn.Module):
-    """A deterministic trunk followed by a dropout head."""
+TASKS = ("classification", "regression")
 
-    def __init__(self, trunk: nn.Module, head: DropoutHead) -> None:
+
+class Network(nn.Module):
+    """A deterministic trunk followed by a dropout head, for one task.
+
+    classification: the head gives C logits; `output` is log_softmax, `loss` the cross-entropy.
+    regression: the head gives 2 numbers, a mean and a raw variance (s2 = softplus(raw) + floor,
+    `alab.regression.gaussian_params`); `output` is the raw pair, `loss` the Gaussian NLL
+    (a heteroscedastic model, Nix & Weigend 1994). Backends stay task-agnostic by training with
+    `loss` and sampling `output`: [K, N, C] log-probabilities or [K, N, 2] (mean, raw variance).
+    """
+
+    def __init__(self, trunk: nn.Module, head: DropoutHead, task: str = "classification") -> None:
         super().__init__()
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         self.trunk = trunk
         self.head = head
+        self.task = task
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return self.head(self.trunk(x), generator)
+
+    def output(self, raw_outputs: Tensor) -> Tensor:
+        """What a backend's sampled networks return: log_softmax over classes, or (mean, raw variance) as is."""
+        return torch.log_softmax(raw_outputs, dim=-1) if self.task == "classification" else raw_outputs
+
+    def loss(self, raw_outputs_N_O: Tensor, y_N: Tensor) -> Tensor:
+        """Mean training loss: cross-entropy on class indices, or Gaussian NLL on (standardized) float targets."""
+        if self.task == "classification":
+            return F.cross_entropy(raw_outputs_N_O, y_N)
+        return gaussian_nll_loss(raw_outputs_N_O, y_N)
 
 
 ModelFactory = Callable[[tuple[int, ...], int], Network]
@@ -169,13 +194,28 @@ def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: int = 128, p: fl
     return Network(trunk, DropoutHead([hidden, hidden, num_classes], [p, p]))
 
 
-def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, generator: torch.Generator) -> Network:
-    """The named network ('auto': the Gal CNN for 1x28x28 images, else the MLP), initialized from `generator`."""
+@MODELS.register("mlp_regression")
+def mlp_regression(input_shape: tuple[int, ...], num_outputs: int) -> Network:
+    """The MLP with lighter dropout (.1), as Gal & Ghahramani 2016 use for regression; 'auto' for regression data."""
+    return mlp(input_shape, num_outputs, p=0.1)
+
+
+def build_model(
+    name: str, input_shape: tuple[int, ...], num_classes: int, generator: torch.Generator, task: str = "classification"
+) -> Network:
+    """The named network ('auto': the Gal CNN for 1x28x28 images, else the MLP), initialized from `generator`.
+
+    For task "regression" the head has 2 outputs (mean, raw variance), whatever `num_classes` says,
+    and 'auto' is the MLP with dropout .1.
+    """
     if name == "auto":
-        name = "gal_cnn" if tuple(input_shape) == (1, 28, 28) else "mlp"
+        name = "mlp_regression" if task == "regression" else "gal_cnn" if tuple(input_shape) == (1, 28, 28) else "mlp"
     factory = MODELS.get(name)
     if name == "gal_cnn" and len(input_shape) != 3:
         raise AlabError(f"model gal_cnn needs image inputs (channels, height, width), got shape {input_shape}; use model = 'mlp'")
-    network = factory(tuple(input_shape), num_classes)
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    network = factory(tuple(input_shape), 2 if task == "regression" else num_classes)
+    network.task = task
     init_parameters(network, generator)
     return network

@@ -30,14 +30,19 @@ GROUP = ["dataset", "backend", "strategy"]
 
 
 def plot_run_curve(curve_csv: Path, out_png: Path) -> None:
-    """Test accuracy and NLL against the number of labels, for one run.
+    """Test accuracy (regression: RMSE) and NLL against the number of labels, for one run.
 
     A run without a test set has NaN metrics: the panels say so, and the pool's mean BALD (what the
     model still does not know) is drawn instead of the accuracy.
     """
     curve = pd.read_csv(curve_csv)
     fig, (ax_acc, ax_nll) = plt.subplots(1, 2, figsize=(9, 3.5), constrained_layout=True)
-    if curve["accuracy"].notna().any():
+    if "rmse" in curve:  # a regression run (alab.tasks.Regression)
+        ax_acc.plot(curve["n_labeled"], curve["rmse"], marker=".")
+        ax_acc.set(xlabel="labels", ylabel="test RMSE", title=curve_csv.parent.name)
+        ax_nll.plot(curve["n_labeled"], curve["nll"], marker=".", color="tab:red")
+        ax_nll.set(xlabel="labels", ylabel="test NLL (predictive mixture)")
+    elif curve["accuracy"].notna().any():
         ax_acc.plot(curve["n_labeled"], curve["accuracy"], marker=".")
         ax_acc.set(xlabel="labels", ylabel="test accuracy", title=curve_csv.parent.name)
         ax_nll.plot(curve["n_labeled"], curve["nll"], marker=".", color="tab:red")

@@ -180,3 +180,7 @@ for _name, _acquisition, _mode in (
         Stochastic(_acquisition, _mode),
         f"{_acquisition} scores, batch sampled by {_mode} (beta = 1) without replacement (Kirsch 2023)",
     )
+
+# Regression strategies (`alab.regression`; "bald" and "random" above serve regression data sets too).
+STRATEGIES.add("epistemic_variance", TopK("epistemic_variance"), "regression: top-k variance of the predicted means (epistemic)")
+STRATEGIES.add("total_variance", TopK("total_variance"), "regression: top-k predictive variance (epistemic + aleatoric)")

@@ -55,12 +55,20 @@ def atomic_torch_save(path: Path, obj: object) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def _number(text: str) -> int | float:
+    """A label as written: an int (a class) if it reads as one, else a float (a regression target; repr round-trips)."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 @dataclass(frozen=True)
 class JournalEntry:
     """One row of `labels.csv`."""
 
     index: int
-    label: int
+    label: int | float  # a class index, or a regression target
     round: int
     source: str
 
@@ -94,7 +102,7 @@ class LabelsJournal:
         if not rows or ",".join(rows[0]) + "\n" != self.header:
             raise AlabError(f"{self.path} is not a labels journal (expected header {self.header.strip()!r})")
         try:
-            return [JournalEntry(int(i), int(y), int(r), s) for i, y, r, s in rows[1:]]
+            return [JournalEntry(int(i), _number(y), int(r), s) for i, y, r, s in rows[1:]]
         except ValueError:
             raise AlabError(f"{self.path} has a malformed row; fix or remove it, then resume") from None
 

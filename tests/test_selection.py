@@ -111,7 +111,8 @@ def test_random_subset_is_seeded_and_without_replacement() -> None:
 
 def test_every_strategy_names_a_registered_acquisition() -> None:
     from alab.acquisition import ACQUISITIONS
+    from alab.regression import REGRESSION_ACQUISITIONS
 
     for name in STRATEGIES.names():
         acquisition = STRATEGIES.get(name).acquisition
-        assert acquisition is None or acquisition in ACQUISITIONS
+        assert acquisition is None or acquisition in ACQUISITIONS or acquisition in REGRESSION_ACQUISITIONS

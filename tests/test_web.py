@@ -21,6 +21,7 @@ from alab.loop import _ask  # noqa: E402
 from alab.oracles import OracleContext, Query  # noqa: E402
 from alab.oracles.web import WebOracle  # noqa: E402
 from alab.storage import LabelsJournal  # noqa: E402
+from alab.tasks import Classification  # noqa: E402
 from labeling_helpers import Run, fast_config  # noqa: E402
 
 DIGITS = load_dataset("digits")
@@ -41,7 +42,7 @@ def served(tmp_path: Path) -> Iterator[tuple[WebOracle, httpx.Client, LabelsJour
 
     def ask() -> None:
         with contextlib.suppress(AlabError):  # the page closed at the test's end
-            _ask(oracle, journal, queries, 2, 10, lambda line: None)
+            _ask(oracle, journal, queries, 2, Classification(DIGITS), lambda line: None)
 
     asker = threading.Thread(target=ask, daemon=True)
     asker.start()

@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from alab.backends.base import BACKENDS, SampledNetworks, minibatches
@@ -25,7 +24,7 @@ from alab.models import Network, build_model, inference_trunk, stacked_dense_for
 class MCDropoutParams:
     """Hyperparameters of the MC dropout backend (the `[backend]` table of a recipe)."""
 
-    model: str = "auto"  # gal_cnn | mlp | auto (gal_cnn for 1x28x28 images, else mlp)
+    model: str = "auto"  # gal_cnn | mlp | mlp_regression | auto (gal_cnn for 1x28x28 images, mlp_regression for regression, else mlp)
     epochs: int = 50  # passes over the labeled set ...
     min_steps: int = 1000  # ... but at least this many gradient steps (small labeled sets)
     batch_size: int = 64
@@ -53,7 +52,9 @@ def train_classifier(
     *,
     desc: str = "train",
 ) -> None:
-    """Adam on the mean cross-entropy plus (c/N)||w||^2, minibatches drawn from `generator`.
+    """Adam on the network's mean loss (cross-entropy, or Gaussian NLL for regression) plus (c/N)||w||^2.
+
+    Minibatches drawn from `generator`.
 
     Full minibatches (`minibatches`); dropout masks drawn per item from `generator`.
     """
@@ -65,7 +66,7 @@ def train_classifier(
         n, params.batch_size, epochs=params.epochs, min_steps=params.min_steps, generator=generator, device=x_N.device, desc=desc
     )
     for batch in batches:
-        loss = F.cross_entropy(network(x_N[batch], generator), y_N[batch])
+        loss = network.loss(network(x_N[batch], generator), y_N[batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -75,16 +76,25 @@ def train_classifier(
 class MCDropoutBackend:
     """MC dropout classifier: a `Network` trained with dropout, sampled by K shared dropout masks."""
 
-    def __init__(self, params: MCDropoutParams, *, input_shape: tuple[int, ...], num_classes: int, device: torch.device) -> None:
+    def __init__(
+        self,
+        params: MCDropoutParams,
+        *,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        device: torch.device,
+        task: str = "classification",
+    ) -> None:
         self.params = params
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
         self.device = device
+        self.task = task
         self.network_: Network | None = None
 
     def fit(self, x: Tensor, y: Tensor, *, generator: torch.Generator) -> MCDropoutBackend:
         if self.network_ is None or not self.params.warm_start:
-            self.network_ = build_model(self.params.model, self.input_shape, self.num_classes, generator).to(self.device)
+            self.network_ = build_model(self.params.model, self.input_shape, self.num_classes, generator, self.task).to(self.device)
         train_classifier(self.network_, x.to(self.device), y.to(self.device), self.params, generator)
         return self
 
@@ -102,7 +112,7 @@ class MCDropoutBackend:
             def per_item_log_probs_K_N_C(x: Tensor) -> Tensor:
                 features_N_D = trunk(x.to(self.device))
                 logits_K_N_C = torch.stack([network.head(features_N_D, generator) for _ in range(k)])
-                return torch.log_softmax(logits_K_N_C.float(), dim=-1)
+                return network.output(logits_K_N_C.float())
 
             return per_item_log_probs_K_N_C
         with torch.no_grad():  # samples of the posterior predict; they are never trained
@@ -111,16 +121,16 @@ class MCDropoutBackend:
         @torch.no_grad()
         def log_probs_K_N_C(x: Tensor) -> Tensor:
             features_N_D = trunk(x.to(self.device))
-            return torch.log_softmax(stacked_dense_forward(features_N_D, layers).float(), dim=-1)
+            return network.output(stacked_dense_forward(features_N_D, layers).float())
 
-        return log_probs_K_N_C
+        return log_probs_K_N_C  # regression: [K, N, 2] (mean, raw variance)
 
     def state_dict(self) -> dict[str, Any]:
         return {"params": asdict(self.params), "network": self._fitted().state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         generator = torch.Generator().manual_seed(0)  # weights are overwritten just below
-        self.network_ = build_model(self.params.model, self.input_shape, self.num_classes, generator).to(self.device)
+        self.network_ = build_model(self.params.model, self.input_shape, self.num_classes, generator, self.task).to(self.device)
         self.network_.load_state_dict(state["network"])
         self.network_.eval()
 
@@ -131,5 +141,9 @@ class MCDropoutBackend:
 
 
 @BACKENDS.register("mc_dropout", "MC dropout (Gal & Ghahramani 2016): K shared dropout masks, retrained each round")
-def make_mc_dropout(params: dict[str, Any], *, input_shape: tuple[int, ...], num_classes: int, device: torch.device) -> MCDropoutBackend:
-    return MCDropoutBackend(from_mapping(MCDropoutParams, params, "backend"), input_shape=input_shape, num_classes=num_classes, device=device)
+def make_mc_dropout(
+    params: dict[str, Any], *, input_shape: tuple[int, ...], num_classes: int, device: torch.device, task: str = "classification"
+) -> MCDropoutBackend:
+    return MCDropoutBackend(
+        from_mapping(MCDropoutParams, params, "backend"), input_shape=input_shape, num_classes=num_classes, device=device, task=task
+    )

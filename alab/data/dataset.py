@@ -31,7 +31,7 @@ class Dataset:
 
     name: str
     x_pool: torch.Tensor  # [N_pool, *input_shape] float32: training split minus validation
-    y_pool: torch.Tensor  # [N_pool] int64
+    y_pool: torch.Tensor  # [N_pool] int64 (regression: float32, original units)
     x_test: torch.Tensor  # [N_test, *input_shape] float32
     y_test: torch.Tensor  # [N_test] int64
     x_val: torch.Tensor | None  # [N_val, *input_shape] float32; None when validation=0
@@ -39,6 +39,9 @@ class Dataset:
     classes: tuple[str, ...]  # class names, index = label
     input_shape: tuple[int, ...]
     checksum: str  # sha256 hex identifying the raw data (recorded in run.json)
+    task: str = "classification"  # or "regression": float targets, no classes
+    target_mean: float = 0.0  # regression: the pool's target mean and std; models train on
+    target_std: float = 1.0  # (y - target_mean) / target_std, metrics are in the original units
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,6 +54,7 @@ class Splits:
     y_test: torch.Tensor  # [N_test] int64
     classes: tuple[str, ...]
     checksum: str
+    task: str = "classification"  # "regression": y float32 targets, classes ()
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class DataRequest:
     arg: str | None
     data_dir: Path | None
     classes: tuple[str, ...] | None = None  # class names given by the user (data sets without their own)
+    target: str | None = None  # the target column of a user's table (csv:PATH --target COL)
 
     def directory(self) -> Path:
         """The data directory for this data set (see `resolve_data_dir`)."""
@@ -87,12 +92,14 @@ def load_dataset(
     seed: int = 0,
     validation: int = 0,
     classes: tuple[str, ...] | list[str] | None = None,
+    target: str | None = None,
 ) -> Dataset:
     """Load data set `name`; `validation` items drawn from its training split by `seed`, the rest is the pool.
 
     The test split is fixed by the data set (never by `seed`), so all runs of a comparison share it.
     `classes` names the classes of a data set without its own (`folder:PATH`); given for any other
-    data set, it must match the data set's classes.
+    data set, it must match the data set's classes. `target` names the target column of `csv:PATH`.
+    A regression data set's target statistics come from its pool (after the validation carve-out).
     """
     if seed < 0:
         raise AlabError(f"seed must be a non-negative integer, got {seed}")
@@ -103,6 +110,7 @@ def load_dataset(
         arg=arg if colon else None,
         data_dir=None if data_dir is None else Path(data_dir),
         classes=None if classes is None else tuple(classes),
+        target=target,
     )
     splits = DATASETS.get(key)(request)
     if classes is not None and tuple(classes) != splits.classes:
@@ -121,6 +129,11 @@ def load_dataset(
         pool_I, val_V = torch.from_numpy(pool_idx), torch.from_numpy(val_idx)
         x_pool, y_pool = splits.x_train[pool_I], splits.y_train[pool_I]
         x_val, y_val = splits.x_train[val_V], splits.y_train[val_V]
+    target_mean, target_std = 0.0, 1.0
+    if splits.task == "regression":
+        target_mean, target_std = float(y_pool.double().mean()), float(y_pool.double().std())
+        if not target_std > 0:
+            raise AlabError(f"{name}: the pool's targets are all equal; nothing to learn")
     return Dataset(
         name=name,
         x_pool=x_pool,
@@ -132,6 +145,9 @@ def load_dataset(
         classes=splits.classes,
         input_shape=tuple(splits.x_train.shape[1:]),
         checksum=splits.checksum,
+        task=splits.task,
+        target_mean=target_mean,
+        target_std=target_std,
     )
 
 

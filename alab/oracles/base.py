@@ -41,10 +41,13 @@ class Query:
 
 @dataclass(frozen=True)
 class Label:
-    """A label for pool item `index`, and who gave it (source UNDO: withdraw the item's label)."""
+    """A label for pool item `index`, and who gave it (source UNDO: withdraw the item's label).
+
+    A class index (int), or a regression target (float).
+    """
 
     index: int
-    label: int
+    label: int | float
     source: str
 
 

@@ -21,7 +21,8 @@ class SimulatedOracle:
         self._pending.extend(item.index for item in items)
 
     def collect(self, *, timeout: float | None = None) -> list[Label]:
-        labels = [Label(index, int(self.y_pool_N[index]), "simulated") for index in self._pending]
+        # .item(): an int class, or a float regression target
+        labels = [Label(index, self.y_pool_N[index].item(), "simulated") for index in self._pending]
         self._pending = []
         return labels
 
@@ -36,6 +37,6 @@ class SimulatedOracle:
 def make_simulated(context: OracleContext) -> SimulatedOracle:
     if context.options:
         raise AlabError(f"the simulated oracle takes no options, got oracle.{next(iter(context.options))}")
-    if bool((context.dataset.y_pool < 0).any()):
+    if context.dataset.task == "classification" and bool((context.dataset.y_pool < 0).any()):  # -1: unlabeled
         raise AlabError(f"{context.dataset.name} has unlabeled pool items; the simulated oracle cannot answer, use --oracle web, terminal or files")
     return SimulatedOracle(context.dataset.y_pool)

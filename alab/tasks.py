@@ -1,0 +1,218 @@
+"""What a run learns, chosen by its data set: classification (class labels) or regression (float targets).
+
+A `Task` is what the loop needs to know about the kind of label and nothing else: which acquisition
+registry names a strategy's scores, how the initial set is drawn, what a valid label is, how labels
+become training targets, how the pool is scored and the test set measured, and the curve's columns.
+The loop itself stays the same for both; backends see it only as a `task` keyword (the network's
+head and loss, `alab.models.Network`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from alab.acquisition import ACQUISITIONS
+from alab.backends.base import SampledNetworks
+from alab.data import Dataset, balanced_initial
+from alab.errors import AlabError
+from alab.metrics import evaluate
+from alab.regression import REGRESSION_ACQUISITIONS, decompose, gaussian_params
+from alab.regression_metrics import evaluate_regression
+from alab.registry import Registry
+from alab.scoring import chunks, predict, score_pool
+from alab.selection import Selection
+
+Acquisition = Callable[[Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """The candidates' acquisition scores (None: the strategy needs none), the pool's summary columns, time."""
+
+    scores_N: Tensor | None
+    summary: dict[str, float]
+    seconds: float
+    top: Selection | None = None  # a streamed top-k of the scores, when the task keeps one
+
+
+class Task(Protocol):
+    name: str
+    curve_columns: tuple[str, ...]
+    acquisitions: Registry[Acquisition]
+
+    def backend_kwargs(self) -> dict[str, Any]: ...
+
+    def initial(self, n: int, generator: torch.Generator) -> Tensor: ...
+
+    def label_error(self, label: int | float) -> str | None: ...
+
+    def targets(self, labels: Sequence[int | float]) -> Tensor: ...
+
+    def score(
+        self, networks: SampledNetworks, x: Tensor, indices_N: Tensor, acquisition: Acquisition | None, chunk_size: int,
+        *, top_k: int | None = None, device: torch.device | None = None,
+    ) -> Scored: ...  # fmt: skip
+
+    def evaluate(self, networks: SampledNetworks, chunk_size: int) -> dict[str, float]: ...
+
+    def views(self, networks: SampledNetworks, x_B: Tensor, chunk_size: int) -> list[dict[str, Any]]: ...
+
+    def describe(self, row: dict[str, Any]) -> str: ...
+
+
+@dataclass(frozen=True)
+class Classification:
+    """Class labels 0..C-1: log-probabilities [K, N, C], accuracy/NLL/Brier/ECE, BALD and entropy of the pool."""
+
+    dataset: Dataset
+    name: str = "classification"
+    curve_columns: tuple[str, ...] = (
+        "round", "n_labeled", "accuracy", "nll", "brier", "ece",
+        "train_seconds", "score_seconds", "mean_bald", "mean_entropy",
+    )  # fmt: skip
+    acquisitions: Registry[Acquisition] = ACQUISITIONS
+
+    def backend_kwargs(self) -> dict[str, Any]:
+        return {"num_classes": len(self.dataset.classes)}
+
+    def initial(self, n: int, generator: torch.Generator) -> Tensor:
+        return balanced_initial(self.dataset.y_pool, n, generator)
+
+    def label_error(self, label: int | float) -> str | None:
+        C = len(self.dataset.classes)
+        return None if isinstance(label, int) and 0 <= label < C else f"classes are 0..{C - 1}"
+
+    def targets(self, labels: Sequence[int | float]) -> Tensor:
+        return torch.tensor(labels, dtype=torch.long)
+
+    def score(
+        self, networks: SampledNetworks, x: Tensor, indices_N: Tensor, acquisition: Acquisition | None, chunk_size: int,
+        *, top_k: int | None = None, device: torch.device | None = None,
+    ) -> Scored:  # fmt: skip
+        pool = score_pool(networks, x, indices_N, acquisition, chunk_size=chunk_size, top_k=top_k, device=device)
+        summary = {"mean_bald": pool.mean_bald, "mean_entropy": pool.mean_entropy}
+        return Scored(pool.scores_N, summary, pool.seconds, pool.top)
+
+    def evaluate(self, networks: SampledNetworks, chunk_size: int) -> dict[str, float]:
+        if not len(self.dataset.y_test):  # no labeled test set (a user's own images): NaN, never a made-up number
+            return dict.fromkeys(("accuracy", "nll", "brier", "ece"), math.nan)
+        return evaluate(predict(networks, self.dataset.x_test, chunk_size=chunk_size), self.dataset.y_test)
+
+    def views(self, networks: SampledNetworks, x_B: Tensor, chunk_size: int) -> list[dict[str, Any]]:
+        probs_B_C = predict(networks, x_B, chunk_size=chunk_size).exp()
+        return [{"probs": probs_C.tolist()} for probs_C in probs_B_C]
+
+    def describe(self, row: dict[str, Any]) -> str:
+        return (
+            f"acc {float(row['accuracy']):.3f}  nll {float(row['nll']):.3f}  ece {float(row['ece']):.3f}  "
+            f"bald {float(row['mean_bald']):.3f}"
+        )
+
+
+@dataclass(frozen=True)
+class Regression:
+    """Float targets: outputs [K, N, 2] (mean, raw variance), RMSE/NLL/coverage, epistemic and aleatoric variance.
+
+    Models train on standardized targets z = (y - m) / s, with the pool's m and s (`Dataset.target_mean`,
+    `target_std`); predictions come back as mu * s + m and s2 * s^2, so every metric, view and
+    curve column is in the original units (variances in units squared).
+    """
+
+    dataset: Dataset
+    name: str = "regression"
+    curve_columns: tuple[str, ...] = (
+        "round", "n_labeled", "rmse", "nll", "coverage_50", "coverage_90", "coverage_95",
+        "train_seconds", "score_seconds", "mean_epistemic", "mean_aleatoric",
+    )  # fmt: skip
+    acquisitions: Registry[Acquisition] = REGRESSION_ACQUISITIONS
+
+    def backend_kwargs(self) -> dict[str, Any]:
+        return {"num_classes": 0, "task": "regression"}
+
+    def initial(self, n: int, generator: torch.Generator) -> Tensor:
+        """n pool items uniformly at random (no classes to balance), sorted."""
+        return torch.randperm(len(self.dataset.y_pool), generator=generator)[:n].sort().values
+
+    def label_error(self, label: int | float) -> str | None:
+        return None if isinstance(label, (int, float)) and math.isfinite(label) else "a target is a finite number"
+
+    def targets(self, labels: Sequence[int | float]) -> Tensor:
+        y_N = torch.tensor(labels, dtype=torch.float64)
+        return ((y_N - self.dataset.target_mean) / self.dataset.target_std).float()
+
+    def original_units(self, outputs_K_N_2: Tensor) -> tuple[Tensor, Tensor]:
+        """(mu_K_N, s2_K_N) in the targets' original units, from standardized outputs."""
+        mu_K_N, s2_K_N = gaussian_params(outputs_K_N_2.double())
+        s = self.dataset.target_std
+        return mu_K_N * s + self.dataset.target_mean, s2_K_N * s**2
+
+    def score(
+        self, networks: SampledNetworks, x: Tensor, indices_N: Tensor, acquisition: Acquisition | None, chunk_size: int,
+        *, top_k: int | None = None, device: torch.device | None = None,
+    ) -> Scored:  # fmt: skip
+        """All candidates' scores (top_k is not streamed here: the strategy selects from them)."""
+        start = time.perf_counter()
+        scores: list[Tensor] = []
+        aleatoric_sum = epistemic_sum = 0.0
+        with torch.inference_mode():
+            for chunk in tqdm(list(chunks(indices_N, chunk_size)), desc="score", leave=False, disable=None):
+                outputs_K_B_2 = networks(x[chunk])
+                aleatoric_B, epistemic_B = decompose(outputs_K_B_2.double())
+                aleatoric_sum += float(aleatoric_B.sum())
+                epistemic_sum += float(epistemic_B.sum())
+                if acquisition is not None:
+                    scores.append(acquisition(outputs_K_B_2).float().cpu())
+        n, s2 = max(len(indices_N), 1), self.dataset.target_std**2
+        summary = {"mean_epistemic": epistemic_sum * s2 / n, "mean_aleatoric": aleatoric_sum * s2 / n}
+        return Scored(torch.cat(scores) if acquisition is not None else None, summary, time.perf_counter() - start)
+
+    def _outputs(self, networks: SampledNetworks, x: Tensor, chunk_size: int) -> Tensor:
+        with torch.inference_mode():
+            return torch.cat([networks(x[chunk]).cpu() for chunk in chunks(torch.arange(len(x)), chunk_size)], dim=1)
+
+    def evaluate(self, networks: SampledNetworks, chunk_size: int) -> dict[str, float]:
+        if not len(self.dataset.y_test):
+            return dict.fromkeys(("rmse", "nll", "coverage_50", "coverage_90", "coverage_95"), math.nan)
+        mu_K_N, s2_K_N = self.original_units(self._outputs(networks, self.dataset.x_test, chunk_size))
+        return evaluate_regression(mu_K_N, s2_K_N, self.dataset.y_test)
+
+    def views(self, networks: SampledNetworks, x_B: Tensor, chunk_size: int) -> list[dict[str, Any]]:
+        mu_K_B, s2_K_B = self.original_units(self._outputs(networks, x_B, chunk_size))
+        mean_B, aleatoric_B, epistemic_B = mu_K_B.mean(dim=0), s2_K_B.mean(dim=0), mu_K_B.var(dim=0, correction=0)
+        return [
+            {"mean": float(m), "epistemic_sd": math.sqrt(float(e)), "aleatoric_sd": math.sqrt(float(a))}
+            for m, e, a in zip(mean_B, epistemic_B, aleatoric_B)
+        ]
+
+    def describe(self, row: dict[str, Any]) -> str:
+        return (
+            f"rmse {float(row['rmse']):.4g}  nll {float(row['nll']):.3f}  cov90 {float(row['coverage_90']):.2f}  "
+            f"epistemic {float(row['mean_epistemic']):.3g}  aleatoric {float(row['mean_aleatoric']):.3g}"
+        )
+
+
+def task_for(dataset: Dataset) -> Task:
+    """The task a data set asks for (`Dataset.task`)."""
+    return Regression(dataset) if dataset.task == "regression" else Classification(dataset)
+
+
+def check_task_support(task: Task, strategy_acquisition: str | None, backend_name: str, factory: Callable[..., Any], oracle: str) -> None:
+    """One-line AlabErrors for a strategy, backend or oracle that this task cannot use."""
+    if strategy_acquisition is not None and strategy_acquisition not in task.acquisitions:
+        raise AlabError(
+            f"strategy scores with {strategy_acquisition!r}, which a {task.name} data set does not support; "
+            f"choose one of: {', '.join([*task.acquisitions.names(), 'random'])}"
+        )
+    if "task" in task.backend_kwargs() and "task" not in inspect.signature(factory).parameters:
+        raise AlabError(f"backend {backend_name!r} does not support {task.name} yet; use --backend mc_dropout")
+    if task.name == "regression" and oracle != "simulated":
+        raise AlabError(f"oracle {oracle!r} asks people for class labels; a regression run takes --oracle simulated")
