@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -25,9 +23,9 @@ import pandas as pd
 from alab.config import BackendConfig, load_config
 from alab.data import load_dataset
 from alab.data.repeated import REPETITIONS, original_index
-from alab.loop import start_run
 from alab.metrics import area_under_curve
 from alab.storage import LabelsJournal
+from fresh_run import fresh_run
 
 
 def repeated_picks(run_dir: Path, n_originals: int) -> int:
@@ -65,10 +63,7 @@ def main() -> None:
             backend = BackendConfig(config.backend.name, {**config.backend.params, "weight_decay": args.weight_decay, "min_steps": args.min_steps})
             config = dataclasses.replace(config, backend=backend)
             run_dir = Path(args.out) / f"{strategy}-s{seed}"
-            shutil.rmtree(run_dir, ignore_errors=True)
-            t0 = time.perf_counter()
-            start_run(config, run_dir, echo=lambda line: None)
-            seconds = time.perf_counter() - t0
+            seconds = fresh_run(config, run_dir)
             curve = pd.read_csv(run_dir / "curve.csv")
             rows.append(
                 {

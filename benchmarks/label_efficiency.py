@@ -12,16 +12,13 @@ reached it). Run directories go to results/benchmarks/label_efficiency/.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import shutil
-import time
 from pathlib import Path
 
 import pandas as pd
 
 from alab.config import load_config
-from alab.loop import start_run
 from alab.metrics import area_under_curve, labels_to_reach
+from fresh_run import fresh_run
 
 
 def main() -> None:
@@ -40,10 +37,7 @@ def main() -> None:
         for seed in range(args.seeds):
             config = load_config(args.config, {"strategy": strategy, "dataset": args.dataset, "seed": seed})
             run_dir = out / f"{strategy}-s{seed}"
-            shutil.rmtree(run_dir, ignore_errors=True)
-            t0 = time.perf_counter()
-            start_run(config, run_dir, echo=lambda line: None)
-            seconds = time.perf_counter() - t0
+            seconds = fresh_run(config, run_dir)
             curve = pd.read_csv(run_dir / "curve.csv")
             rows.append(
                 {

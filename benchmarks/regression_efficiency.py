@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import shutil
-import time
 from pathlib import Path
 
 import matplotlib
@@ -27,8 +25,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from alab.config import load_config  # noqa: E402
-from alab.loop import start_run  # noqa: E402
 from alab.metrics import area_under_curve  # noqa: E402
+from fresh_run import fresh_run  # noqa: E402
 
 DEFAULTS = {"initial": 20, "query_size": 10, "rounds": 15}
 
@@ -92,10 +90,7 @@ def _run(config_path: str | None, dataset: str, strategy: str, seed: int, run_di
     """One run from scratch; its wall-clock seconds."""
     overrides = {"strategy": strategy, "dataset": dataset, "seed": seed}
     config = load_config(config_path, {**(DEFAULTS if config_path is None else {}), **overrides})
-    shutil.rmtree(run_dir, ignore_errors=True)
-    t0 = time.perf_counter()
-    start_run(config, run_dir, echo=lambda line: None)
-    return time.perf_counter() - t0
+    return fresh_run(config, run_dir)
 
 
 def _plot(curves: pd.DataFrame, dataset: str, path: Path) -> None:
