@@ -31,7 +31,9 @@ def _check(log_probs_K_N_C: Tensor) -> tuple[int, int, int]:
             f"acquisition functions need K >= 1 samples and C >= 2 classes; got K={K}, C={C}"
         )
     # -inf is a valid log-probability (p = 0); NaN and +inf are not. `< inf` is False for both.
-    if not bool((log_probs_K_N_C < math.inf).all()):
+    # Checked on the CPU only: on a GPU, reading the answer would wait for the device on every chunk;
+    # NaN and +inf inputs give non-finite scores there, which `score_pool` refuses once per pool.
+    if log_probs_K_N_C.device.type == "cpu" and not bool((log_probs_K_N_C < math.inf).all()):
         raise AlabError(
             "non-finite log-probabilities (NaN or +inf) in the acquisition input; check the"
             " model's outputs (a diverged fit, or logits passed where log_softmax was expected)"

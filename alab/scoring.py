@@ -139,6 +139,8 @@ def score_pool(
     n = max(len(indices_N), 1)
     top = running.result() if running is not None else None
     scores_N = torch.cat(scores).cpu() if acquisition is not None and running is None else None
+    if scores_N is not None and not bool(torch.isfinite(scores_N).all()):
+        raise AlabError(NON_FINITE)
     return PoolScores(scores_N, float(bald_sum) / n, float(entropy_sum) / n, time.perf_counter() - start, top)
 
 

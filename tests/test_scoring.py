@@ -147,14 +147,17 @@ def test_score_pool_streamed_equals_whole_pool(acquisition: str) -> None:
     assert streamed.mean_bald == pytest.approx(float(bald(log_probs_N_K_C[candidates_N].transpose(0, 1)).double().mean()))
 
 
-def test_streamed_non_finite_scores_raise() -> None:
+@pytest.mark.parametrize("top_k", [3, None], ids=["streamed top-k", "whole pool"])
+def test_non_finite_scores_raise(top_k: int | None) -> None:
     networks = table_networks(torch.log_softmax(torch.randn(10, 3, 2), -1))
 
     def broken(log_probs_K_N_C: Tensor) -> Tensor:
-        return torch.full(log_probs_K_N_C.shape[1:2], float("nan"))
+        scores_N = torch.zeros(log_probs_K_N_C.shape[1])
+        scores_N[-1] = float("nan")  # one bad item in one chunk
+        return scores_N
 
     with pytest.raises(AlabError, match="non-finite"):
-        score_pool(networks, torch.arange(10.0), torch.arange(10), broken, chunk_size=4, top_k=3)
+        score_pool(networks, torch.arange(10.0), torch.arange(10), broken, chunk_size=4, top_k=top_k)
 
 
 class LazyImages:
