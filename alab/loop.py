@@ -43,7 +43,7 @@ from alab.backends.base import SampledNetworks
 from alab.config import BackendConfig, RunConfig, config_from_dict, load_toml
 from alab.data import Dataset, load_dataset
 from alab.errors import AlabError
-from alab.oracles import ORACLES, UNDO, Label, LabelingPaused, Oracle, OracleContext, Query
+from alab.oracles import ORACLES, UNDO, Label, LabelingPaused, Oracle, OracleContext, Query, check_oracle
 from alab.report import plot_run_curve
 from alab.scoring import candidate_log_probs
 from alab.selection import STRATEGIES, JointStrategy, Selection, Strategy, TopK
@@ -84,7 +84,7 @@ class Parts:
 def build_parts(config: RunConfig) -> Parts:
     """Check every name and number against the data; raise AlabError before any file is written."""
     strategy = STRATEGIES.get(config.strategy)
-    ORACLES.get(config.oracle.name)
+    ORACLES.get(config.oracle.name)  # a wrong name is refused before the data set is read
     factory = BACKENDS.get(config.backend.name)
     device = resolve_device(config.device)
     dataset = load_dataset(
@@ -92,6 +92,7 @@ def build_parts(config: RunConfig) -> Parts:
         target=config.target,
     )  # fmt: skip
     task = task_for(dataset)
+    check_oracle(config.oracle.name, OracleContext(dataset, None, dataset.classes, config.oracle.params, config.rounds))
     check_task_support(task, strategy.acquisition, config.backend.name, factory, config.oracle.name)
     n_pool = len(dataset.y_pool)
     if config.initial > n_pool:
@@ -267,7 +268,9 @@ def _rounds(parts: Parts, run_dir: Path, echo: Echo) -> None:
                 t0 = time.perf_counter()
                 backend.fit(dataset.x_pool[labeled], y_labeled, generator=round_generator(config.seed, r, "fit"))
                 train_seconds = time.perf_counter() - t0
-                checkpoint = {"round": r, "backend": backend.state_dict(), "train_seconds": train_seconds, "queries": None}
+                state = backend.state_dict()
+                _refuse_divergence(state, r, run_dir)  # before the checkpoint: the last good one stays
+                checkpoint = {"round": r, "backend": state, "train_seconds": train_seconds, "queries": None}
                 atomic_torch_save(checkpoint_path, checkpoint)
 
             done = len(curve) > r and (r == config.rounds or checkpoint["queries"] is not None)
@@ -284,6 +287,31 @@ def _rounds(parts: Parts, run_dir: Path, echo: Echo) -> None:
             _ask(oracle, journal, round_queries(parts, checkpoint), r + 1, task, echo)
     finally:
         oracle.close()
+
+
+def non_finite_tensors(state: Any, prefix: str = "") -> list[str]:
+    """Names of the floating tensors in a (nested) state dict that hold NaN or an infinity."""
+    if isinstance(state, torch.Tensor):
+        return [prefix] if state.is_floating_point() and not bool(torch.isfinite(state).all()) else []
+    if isinstance(state, dict):
+        return [name for key, value in state.items() for name in non_finite_tensors(value, f"{prefix}.{key}".lstrip("."))]
+    if isinstance(state, (list, tuple)):
+        return [name for i, value in enumerate(state) for name in non_finite_tensors(value, f"{prefix}.{i}".lstrip("."))]
+    return []
+
+
+def _refuse_divergence(state: dict[str, Any], round_: int, run_dir: Path) -> None:
+    """AlabError if training diverged: a non-finite loss leaves NaN or inf in the weights (Adam spreads it).
+
+    Checked once per fit on the fitted state, so it holds for every backend at no per-step cost.
+    """
+    bad = non_finite_tensors(state)
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise AlabError(
+            f"training diverged in round {round_} (NaN or inf in {bad[0]}{more}); the run stopped before saving this fit: "
+            f"lower backend.lr or raise backend.weight_decay in {run_dir / 'config.toml'}, then `alab resume {run_dir}`"
+        )
 
 
 def initial_queries(parts: Parts) -> list[Query]:

@@ -1,6 +1,6 @@
 """Oracle adapters, registered by name in `ORACLES`."""
 
 from alab.oracles import files, simulated, terminal, web  # noqa: F401  (importing registers them)
-from alab.oracles.base import ORACLES, UNDO, Label, LabelingPaused, Oracle, OracleContext, Query
+from alab.oracles.base import ORACLES, UNDO, Label, LabelingPaused, Oracle, OracleContext, Query, check_oracle
 
-__all__ = ["ORACLES", "UNDO", "Label", "LabelingPaused", "Oracle", "OracleContext", "Query"]
+__all__ = ["check_oracle", "ORACLES", "UNDO", "Label", "LabelingPaused", "Oracle", "OracleContext", "Query"]

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from torch import Tensor
 
+from alab.errors import AlabError
 from alab.registry import Registry
 
 UNDO = "undo"  # the `source` of a journal row that withdraws the item's label
@@ -85,4 +86,37 @@ class OracleContext:
 
 
 OracleFactory = Callable[[OracleContext], Oracle]
+OracleCheck = Callable[[OracleContext], None]
 ORACLES: Registry[OracleFactory] = Registry("oracle")
+_CHECKS: dict[str, OracleCheck] = {}
+
+
+def no_options(name: str) -> OracleCheck:
+    """The check of an oracle that takes no `[oracle]` settings."""
+
+    def check(context: OracleContext) -> None:
+        if context.options:
+            raise AlabError(f"the {name} oracle takes no options, got oracle.{next(iter(context.options))}; remove it")
+
+    return check
+
+
+def register_oracle(name: str, summary: str, check: OracleCheck) -> Callable[[OracleFactory], OracleFactory]:
+    """Register an oracle factory with its `check`: options and data set validated without starting anything.
+
+    The factory calls the check itself too; the loop calls it (`check_oracle`) before the run
+    directory exists, so a bad `[oracle]` table leaves no files behind.
+    """
+
+    def decorate(factory: OracleFactory) -> OracleFactory:
+        ORACLES.add(name, factory, summary)
+        _CHECKS[name] = check
+        return factory
+
+    return decorate
+
+
+def check_oracle(name: str, context: OracleContext) -> None:
+    """AlabError if `name` is unknown or its options or the data set do not suit it."""
+    ORACLES.get(name)
+    _CHECKS.get(name, no_options(name))(context)  # an oracle registered without a check takes no options

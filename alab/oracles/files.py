@@ -23,7 +23,7 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 from alab.errors import AlabError
-from alab.oracles.base import ORACLES, Label, LabelingPaused, OracleContext, Query
+from alab.oracles.base import Label, LabelingPaused, OracleContext, Query, no_options, register_oracle
 from alab.oracles.render import display_image, feature_rows, png_bytes, top_classes
 from alab import storage  # the module, not its names: alab.storage imports alab.oracles.base in turn
 
@@ -34,8 +34,7 @@ class FilesOracle:
     """Writes each round's queries to files and pauses the run until the answers are imported."""
 
     def __init__(self, context: OracleContext) -> None:
-        if context.options:
-            raise AlabError(f"the files oracle takes no options, got oracle.{next(iter(context.options))}")
+        no_options("files")(context)
         self.context = context
         self.folder: Path | None = None
         self.count = 0
@@ -92,7 +91,7 @@ class FilesOracle:
         pass
 
 
-@ORACLES.register("files", "queries to files (CSV, PNG, Label Studio tasks); answers by `alab label import`")
+@register_oracle("files", "queries to files (CSV, PNG, Label Studio tasks); answers by `alab label import`", no_options("files"))
 def make_files(context: OracleContext) -> FilesOracle:
     return FilesOracle(context)
 

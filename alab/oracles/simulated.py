@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from alab.errors import AlabError
-from alab.oracles.base import ORACLES, Label, OracleContext, Query
+from alab.oracles.base import Label, OracleContext, Query, no_options, register_oracle
 
 
 class SimulatedOracle:
@@ -33,10 +33,13 @@ class SimulatedOracle:
         self._pending = []
 
 
-@ORACLES.register("simulated", "labels from the data set itself (benchmarks, paper reproductions)")
-def make_simulated(context: OracleContext) -> SimulatedOracle:
-    if context.options:
-        raise AlabError(f"the simulated oracle takes no options, got oracle.{next(iter(context.options))}")
+def check_simulated(context: OracleContext) -> None:
+    no_options("simulated")(context)
     if context.dataset.task == "classification" and bool((context.dataset.y_pool < 0).any()):  # -1: unlabeled
         raise AlabError(f"{context.dataset.name} has unlabeled pool items; the simulated oracle cannot answer, use --oracle web, terminal or files")
+
+
+@register_oracle("simulated", "labels from the data set itself (benchmarks, paper reproductions)", check_simulated)
+def make_simulated(context: OracleContext) -> SimulatedOracle:
+    check_simulated(context)
     return SimulatedOracle(context.dataset.y_pool)

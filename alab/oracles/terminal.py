@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from alab.errors import AlabError
-from alab.oracles.base import ORACLES, UNDO, Label, LabelingPaused, OracleContext, Query
+from alab.oracles.base import UNDO, Label, LabelingPaused, OracleContext, Query, no_options, register_oracle
 from alab.oracles.render import display_image, feature_rows, half_blocks, top_classes
 
 HELP = "type a class name or number to label; s skip, u undo the last label, q quit (resume later), ? help"
@@ -22,8 +22,7 @@ class TerminalOracle:
     """Asks a person at the terminal, one item at a time."""
 
     def __init__(self, context: OracleContext) -> None:
-        if context.options:
-            raise AlabError(f"the terminal oracle takes no options, got oracle.{next(iter(context.options))}")
+        no_options("terminal")(context)
         self.context = context
         self.queue: deque[Query] = deque()
         self.done: list[tuple[Query, int]] = []  # this round's labeled items, for undo
@@ -96,6 +95,6 @@ class TerminalOracle:
             print(f"model: {model}   acquisition score {query.view.get('score', float('nan')):.3f}")
 
 
-@ORACLES.register("terminal", "a person at the terminal: images in half-blocks, labels typed at a prompt")
+@register_oracle("terminal", "a person at the terminal: images in half-blocks, labels typed at a prompt", no_options("terminal"))
 def make_terminal(context: OracleContext) -> TerminalOracle:
     return TerminalOracle(context)

@@ -26,7 +26,7 @@ from typing import Any
 
 from alab.config import from_mapping
 from alab.errors import AlabError
-from alab.oracles.base import ORACLES, UNDO, Label, OracleContext, Query
+from alab.oracles.base import UNDO, Label, OracleContext, Query, register_oracle
 from alab.oracles.render import display_image, feature_rows, png_bytes, top_classes
 
 STARTUP_SECONDS = 10.0
@@ -293,11 +293,16 @@ def build_app(oracle: WebOracle) -> Any:
     return TokenGate(Starlette(routes=routes))
 
 
-@ORACLES.register("web", "a person in a browser: a local labeling page (needs the web extra: starlette, uvicorn)")
-def make_web(context: OracleContext) -> WebOracle:
+def check_web(context: OracleContext) -> None:
+    from_mapping(WebOptions, dict(context.options), "oracle")
     try:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
         raise AlabError("--oracle web needs starlette and uvicorn: pip install 'alab[web]'") from None
+
+
+@register_oracle("web", "a person in a browser: a local labeling page (needs the web extra: starlette, uvicorn)", check_web)
+def make_web(context: OracleContext) -> WebOracle:
+    check_web(context)
     return WebOracle(context)
