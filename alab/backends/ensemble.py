@@ -103,6 +103,7 @@ class EnsembleBackend:
         self.device = device
         self.base_: Network | None = None
         self.stacked_: Stacked | None = None
+        build_model(params.model, self.input_shape, num_classes, torch.Generator())  # a bad model or shape: refused now, before a run starts
 
     def init_members(self, generator: torch.Generator) -> tuple[Network, Stacked]:
         """M members initialized one after another from `generator`, stacked: names -> [M, *shape]."""

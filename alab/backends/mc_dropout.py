@@ -91,6 +91,7 @@ class MCDropoutBackend:
         self.device = device
         self.task = task
         self.network_: Network | None = None
+        build_model(params.model, self.input_shape, num_classes, torch.Generator(), task)  # a bad model or shape: refused now, before a run starts
 
     def fit(self, x: Tensor, y: Tensor, *, generator: torch.Generator) -> MCDropoutBackend:
         if self.network_ is None or not self.params.warm_start:

@@ -282,6 +282,7 @@ class VIBackend:
         self.num_classes = num_classes
         self.device = device
         self.network_: BayesNetwork | None = None
+        build_bayes_network(params, self.input_shape, num_classes, torch.Generator())  # a bad model or shape: refused now, before a run starts
 
     def fit(self, x: Tensor, y: Tensor, *, generator: torch.Generator) -> VIBackend:
         """A fresh posterior each call (means initialized from `generator`), then `train_vi`."""

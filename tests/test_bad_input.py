@@ -1,0 +1,381 @@
+"""The bad input catalogue: every user mistake is one line on stderr, exit code 2, no traceback, no partial files.
+
+Each case runs the real command line in this process (so checksums can be patched onto synthetic
+IDX files) and snapshots every file under the test's directory before and after: a refused command
+changes nothing there. A few cases run `python -m alab` in a subprocess too (`test_real_process`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from alab.cli import app
+from alab.data.idx import IMAGES_MAGIC
+from alab.data.mnist import IDX_SOURCES
+from alab.oracles.base import ORACLES
+from alab.oracles.simulated import SimulatedOracle
+from labeling_helpers import FAST_TOML
+from test_data import write_idx_gz, write_synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def refused(root: Path, args: list[str], message: str) -> str:
+    """Run `alab ARGS` in `root`; assert the one-line refusal matching `message` and that no file changed."""
+    before = snapshot(root)
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, SystemExit), f"not a clean exit: {result.exception!r}\n{result.output}"
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("alab: error: "), result.stderr
+    assert re.search(message, lines[0]), lines[0]
+    assert snapshot(root) == before, "a refused command left or changed files"
+    return lines[0]
+
+
+@pytest.fixture
+def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The test's directory, also the working directory: default run directories would land here."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fast.toml").write_text(FAST_TOML)
+    return tmp_path
+
+
+def toml(here: Path, text: str) -> list[str]:
+    (here / "recipe.toml").write_text(text)
+    return ["--config", str(here / "recipe.toml")]
+
+
+# ------------------------------------------------------------------ configuration
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('strategy = "bald\n', r"recipe\.toml is not valid TOML"),
+        ("[backend\n", r"is not valid TOML"),
+        ('strateggy = "bald"\n', r"unknown key config\.strateggy; valid keys: strategy, "),
+        ("[backend]\nlrr = 0.1\n", r"unknown key backend\.lrr"),
+        ('[oracle]\nname = "simulated"\nport = 5\n', r"the simulated oracle takes no options, got oracle\.port"),
+    ],
+    ids=["malformed TOML", "unclosed table", "unknown key", "unknown backend key", "unknown oracle key"],
+)
+def test_malformed_toml_and_unknown_keys(here: Path, text: str, message: str) -> None:
+    refused(here, ["run", *toml(here, text), "--out", "run"], message)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('rounds = "ten"\n', r"config\.rounds must be int, got 'ten'"),
+        ("initial = 2.5\n", r"config\.initial must be int, got 2\.5"),
+        ("seed = true\n", r"config\.seed must be int, got True"),
+        ('[backend]\nepochs = "many"\n', r"backend\.epochs must be int"),
+        ('backend = "mc_dropout"\n', r"backend must be a table"),
+        ('[oracle]\nname = "web"\nport = "80"\n', r"oracle\.port must be int"),
+    ],
+    ids=["string for int", "float for int", "bool for int", "backend value", "table expected", "oracle value"],
+)
+def test_wrong_types(here: Path, text: str, message: str) -> None:
+    refused(here, ["run", *toml(here, text), "--out", "run"], message)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--query-size", "0"], r"query_size must be at least 1, got 0"),
+        (["--initial", "-3"], r"initial must be at least 1, got -3"),
+        (["--rounds", "-1"], r"rounds must not be negative, got -1"),
+        (["--samples", "0"], r"samples must be at least 1"),
+        (["--pool-subsample", "-5"], r"pool_subsample must not be negative"),
+        (["--pool-subsample", "3"], r"pool_subsample \(3\) must be at least query_size \(10\)"),
+        (["--seed", "-1"], r"seed must not be negative"),
+    ],
+    ids=["zero query", "negative initial", "negative rounds", "zero samples", "negative subsample", "subsample < query", "negative seed"],
+)
+def test_zero_or_negative_sizes(here: Path, args: list[str], message: str) -> None:
+    refused(here, ["run", *args, "--out", "run"], message)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[backend]\nbatch_size = 0\n", r"batch_size"),
+        ("[backend]\nlr = -0.1\n", r"lr"),
+        ('[backend]\nname = "ensemble"\nmembers = 0\n', r"members"),
+        ('[backend]\nname = "vi"\nkl_weight = -1.0\n', r"kl_weight"),
+    ],
+    ids=["batch size 0", "negative lr", "no members", "negative kl weight"],
+)
+def test_zero_or_negative_backend_settings(here: Path, text: str, message: str) -> None:
+    refused(here, ["run", *toml(here, text), "--out", "run"], message)
+
+
+def test_an_initial_set_larger_than_the_pool(here: Path) -> None:
+    refused(here, ["run", "--initial", "100000", "--out", "run"], r"initial set of 100000 is larger than the pool \(\d+ items\); lower --initial")
+
+
+def test_a_query_larger_than_what_is_left(here: Path) -> None:
+    refused(here, ["run", "--rounds", "1000", "--query-size", "10", "--out", "run"], r"need 10020 items, but the pool has \d+; lower --rounds or --query-size")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--strategy", "bladd"], r"unknown strategy 'bladd'; choose one of: bald, "),
+        (["--backend", "gp"], r"unknown backend 'gp'; choose one of: ensemble, mc_dropout, vi"),
+        (["--dataset", "cifar"], r"unknown dataset 'cifar'; choose one of: "),
+        (["--oracle", "crowd"], r"unknown oracle 'crowd'; choose one of: files, simulated, terminal, web"),
+        (["--device", "tpu"], r"device must be auto, cpu or cuda, got 'tpu'"),
+    ],
+    ids=["strategy", "backend", "data set", "oracle", "device"],
+)
+def test_unknown_names(here: Path, args: list[str], message: str) -> None:
+    refused(here, ["run", *args, "--out", "run"], message)
+
+
+def test_an_unknown_model_name(here: Path) -> None:
+    refused(here, ["run", *toml(here, '[backend]\nmodel = "resnet"\n'), "--out", "run"], r"resnet")
+
+
+def test_an_oracle_option_out_of_range_leaves_no_run_directory(here: Path) -> None:
+    refused(here, ["run", *toml(here, '[oracle]\nname = "web"\nport = 70000\n'), "--out", "run"], r"oracle\.port must be in 0\.\.65535, got 70000")
+
+
+def test_strategy_a_regression_task_cannot_use(here: Path) -> None:
+    (here / "table.csv").write_text("a,y\n" + "".join(f"{i},{i * 0.5}\n" for i in range(20)))
+    refused(here, ["run", "--dataset", f"csv:{here / 'table.csv'}", "--target", "y", "--strategy", "var_ratios", "--out", "run"],
+            r"which a regression data set does not support")  # fmt: skip
+
+
+# ------------------------------------------------------------------ data
+
+
+def test_a_missing_data_directory(here: Path) -> None:
+    refused(here, ["run", "--dataset", "mnist", "--data-dir", str(here / "nowhere"), "--out", "run"],
+            r"mnist: no data directory .*nowhere.*alab datasets fetch mnist")  # fmt: skip
+
+
+def test_missing_idx_files(here: Path) -> None:
+    (here / "mnist").mkdir()
+    refused(here, ["run", "--dataset", "mnist", "--data-dir", str(here / "mnist"), "--out", "run"], r"missing from .*mnist")
+
+
+@pytest.fixture
+def synthetic_mnist(here: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
+    """Small MNIST-layout IDX files, their checksums patched in as the official ones; `patch(file)` re-blesses a file."""
+    synthetic = write_synthetic(here / "mnist")
+    sha256 = dict(synthetic.sha256)
+
+    def bless(file: str | None = None) -> Path:
+        if file is not None:
+            import hashlib
+
+            sha256[file] = hashlib.sha256((synthetic.directory / file).read_bytes()).hexdigest()
+        monkeypatch.setitem(IDX_SOURCES, "mnist", dataclasses.replace(IDX_SOURCES["mnist"], sha256=dict(sha256)))
+        return synthetic.directory
+
+    bless()
+    return bless
+
+
+def test_an_altered_idx_file(here: Path, synthetic_mnist: Callable[..., Path]) -> None:
+    directory = synthetic_mnist()
+    path = directory / "train-images-idx3-ubyte.gz"
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    refused(here, ["run", "--dataset", "mnist", "--data-dir", str(directory), "--out", "run"], r"train-images-idx3-ubyte\.gz in .* is truncated or altered: sha256 \w+\.\.\. where the official file has")
+
+
+def test_a_truncated_idx_file(here: Path, synthetic_mnist: Callable[..., Path]) -> None:
+    directory = synthetic_mnist()
+    path = directory / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-12])
+    refused(here, ["run", "--dataset", "mnist", "--data-dir", str(directory), "--out", "run"], r"train-labels-idx1-ubyte\.gz")
+    synthetic_mnist("train-labels-idx1-ubyte.gz")  # the same bytes with a matching checksum: the parser refuses them
+    refused(here, ["run", "--dataset", "mnist", "--data-dir", str(directory), "--out", "run"], r"train-labels-idx1-ubyte\.gz.*(truncated|gzip)")
+
+
+def test_an_idx_file_with_the_wrong_magic_number(here: Path, synthetic_mnist: Callable[..., Path]) -> None:
+    directory = synthetic_mnist()
+    file = "t10k-labels-idx1-ubyte.gz"
+    write_idx_gz(directory / file, np.zeros(20, dtype=np.uint8), magic=IMAGES_MAGIC)
+    synthetic_mnist(file)
+    refused(here, ["run", "--dataset", "mnist", "--data-dir", str(directory), "--out", "run"], r"t10k-labels-idx1-ubyte\.gz.*magic")
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("a,b,y\n" + "".join(f"{i},{i % 3},{i}\n" for i in range(9)) + "9,nan,9\n", r"column 'b' is empty or not finite on line 11"),
+        ("a,y\n" + "".join(f"{i},{i}\n" for i in range(9)) + "9,inf\n", r"column 'y' is empty or not finite on line 11"),
+        ("a,y\n" + "".join(f"{i},{i}\n" for i in range(9)) + "9,-Infinity\n", r"not finite"),
+        ("a,y\n" + "".join(f"{i},\n" for i in range(10)), r"column 'y' is empty or not finite"),
+    ],
+    ids=["NaN feature", "inf target", "-Infinity target", "empty target"],
+)
+def test_nan_or_infinite_values_in_user_data(here: Path, table: str, message: str) -> None:
+    (here / "table.csv").write_text(table)
+    refused(here, ["run", "--dataset", f"csv:{here / 'table.csv'}", "--target", "y", "--out", "run"], message)
+
+
+def test_an_empty_image_folder(here: Path) -> None:
+    (here / "pictures").mkdir()
+    refused(here, ["run", "--dataset", f"folder:{here / 'pictures'}", "--classes", "cat,dog", "--oracle", "files", "--out", "run"],
+            r"no images .* in .*pictures")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--classes", "cat"], r"classes must be two or more distinct non-empty names, got \['cat'\]"),
+        (["--classes", "cat,cat"], r"two or more distinct"),
+    ],
+    ids=["one class named", "one class twice"],
+)
+def test_a_data_set_with_one_class(here: Path, args: list[str], message: str) -> None:
+    (here / "pictures").mkdir()
+    refused(here, ["run", "--dataset", f"folder:{here / 'pictures'}", *args, "--oracle", "files", "--out", "run"], message)
+
+
+def test_a_regression_table_whose_targets_are_all_equal(here: Path) -> None:
+    (here / "table.csv").write_text("a,y\n" + "".join(f"{i},3.0\n" for i in range(12)))
+    refused(here, ["run", "--dataset", f"csv:{here / 'table.csv'}", "--target", "y", "--out", "run"], r"targets are all equal")
+
+
+def test_a_data_set_changed_under_a_run(here: Path) -> None:
+    table = "a,y\n" + "".join(f"{i},{i * 0.5}\n" for i in range(30))
+    (here / "table.csv").write_text(table)
+    args = ["run", "--dataset", f"csv:{here / 'table.csv'}", "--target", "y", *toml(here, FAST_TOML), "--rounds", "1", "--initial", "6", "--query-size", "3"]
+    assert CliRunner().invoke(app, [*args, "--out", "run"]).exit_code == 0
+    (here / "run" / "run.json").write_text((here / "run" / "run.json").read_text().replace('"finished"', '"stopped"'))
+    (here / "table.csv").write_text(table.replace("29,14.5", "29,99.0"))
+    refused(here, ["resume", "run"], r"has changed since this run started")
+
+
+# ------------------------------------------------------------------ labels
+
+
+@pytest.fixture
+def waiting(here: Path) -> Path:
+    """A digits run with the files oracle, waiting for its initial labels."""
+    args = ["run", "--oracle", "files", *toml(here, FAST_TOML), "--initial", "10", "--rounds", "1", "--query-size", "5", "--out", "run"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and "waiting for labels" in result.stdout, result.output
+    return here / "run"
+
+
+def queried(run_dir: Path) -> list[int]:
+    lines = (run_dir / "queries" / "round-0" / "queries.csv").read_text().splitlines()[1:]
+    return [int(line.split(",")[0]) for line in lines]
+
+
+@pytest.mark.parametrize(
+    ("label", "message"),
+    [("10", r"label '10' is not a class \(0, 1, .*9\); nothing imported"), ("-1", r"'-1' is not a class"), ("cat", r"'cat' is not a class")],
+)
+def test_a_label_outside_the_class_set_from_a_file(here: Path, waiting: Path, label: str, message: str) -> None:
+    items = queried(waiting)
+    (here / "answers.csv").write_text(f"index,label\n{items[0]},3\n{items[1]},{label}\n")
+    refused(here, ["label", "import", str(waiting), str(here / "answers.csv")], message)
+
+
+def test_a_label_outside_the_class_set_from_label_studio(here: Path, waiting: Path) -> None:
+    item = queried(waiting)[0]
+    (here / "export.json").write_text(f'[{{"index": {item}, "label": "banana"}}]')
+    refused(here, ["label", "import", str(waiting), str(here / "export.json")], r"'banana' is not a class")
+
+
+class LyingOracle(SimulatedOracle):
+    """An oracle plugin that answers a class the data set does not have."""
+
+    def collect(self, *, timeout: float | None = None):
+        labels = super().collect(timeout=timeout)
+        return [dataclasses.replace(labels[0], label=10), *labels[1:]]
+
+
+def test_a_label_outside_the_class_set_from_an_oracle_plugin_is_never_journaled(here: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(ORACLES._items, "lying", lambda context: LyingOracle(context.dataset.y_pool))
+    result = CliRunner().invoke(app, ["run", "--oracle", "lying", *toml(here, FAST_TOML), "--out", "run"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and re.search(r"oracle gave label 10 for item \d+; classes are 0\.\.9", lines[0]), result.stderr
+    assert (here / "run" / "labels.csv").read_text() == "index,label,round,source\n"  # nothing of the bad answer kept
+
+
+def test_a_second_label_for_an_item_already_labeled(here: Path, waiting: Path) -> None:
+    items = queried(waiting)
+    (here / "answers.csv").write_text(f"index,label\n{items[0]},3\n")
+    assert CliRunner().invoke(app, ["label", "import", str(waiting), str(here / "answers.csv")]).exit_code == 0
+    (here / "answers.csv").write_text(f"index,label\n{items[1]},4\n{items[0]},5\n")
+    refused(here, ["label", "import", str(waiting), str(here / "answers.csv")], rf"pool item {items[0]} is already labeled; nothing imported")
+
+
+def test_the_same_item_twice_in_one_file(here: Path, waiting: Path) -> None:
+    items = queried(waiting)
+    (here / "answers.csv").write_text(f"index,label\n{items[0]},3\n{items[0]},4\n")
+    refused(here, ["label", "import", str(waiting), str(here / "answers.csv")], rf"pool item {items[0]} is answered twice")
+
+
+@pytest.mark.parametrize(
+    ("text", "suffix", "message"),
+    [
+        ("idx,lbl\n1,2\n", ".csv", r"needs the columns index and label"),
+        ("index,label\nseven,3\n", ".csv", r"index 'seven' is not a pool index"),
+        ("[{", ".json", r"is not valid JSON"),
+        ('{"a": 1}', ".json", r"not a Label Studio export"),
+    ],
+    ids=["wrong columns", "index not a number", "broken JSON", "JSON not a list"],
+)
+def test_malformed_answer_files(here: Path, waiting: Path, text: str, suffix: str, message: str) -> None:
+    (here / f"answers{suffix}").write_text(text)
+    refused(here, ["label", "import", str(waiting), str(here / f"answers{suffix}")], message)
+
+
+def test_resume_of_something_that_is_not_a_run(here: Path) -> None:
+    (here / "empty").mkdir()
+    refused(here, ["resume", "empty"], r"empty is not a run directory \(no config\.toml\)")
+    refused(here, ["resume", "nowhere"], r"nowhere is not a directory")
+
+
+def test_a_second_run_into_the_same_directory(here: Path, waiting: Path) -> None:
+    refused(here, ["run", "--out", str(waiting)], r"already holds a run; continue it with `alab resume")
+
+
+# ------------------------------------------------------------------ a real process, and --debug
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["run", "--config", "recipe.toml"], "is not valid TOML"), (["label", "import", "nowhere", "answers.csv"], "not a run directory")],
+)
+def test_real_process(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "recipe.toml").write_text("rounds = = 3\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-m", "alab", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and message in result.stderr and "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.toml"]
+
+
+def test_debug_shows_the_traceback(here: Path) -> None:
+    result = CliRunner().invoke(app, ["--debug", "run", "--strategy", "bladd", "--out", "run"])
+    assert result.exit_code != 0 and result.exception is not None and "unknown strategy 'bladd'" in str(result.exception)
+    assert not (here / "run").exists()
