@@ -118,31 +118,55 @@ def read_answers(path: Path) -> tuple[list[tuple[int, str, str]], str]:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as err:
         raise AlabError(f"cannot read {path}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise AlabError(f"{path} is not UTF-8 text (byte {err.start}); save it as UTF-8 CSV or JSON") from None
     if path.suffix.lower() == ".json":
         return _read_label_studio(path, text), "label-studio"
-    reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames is None or not {"index", "label"} <= set(reader.fieldnames):
-        raise AlabError(f"{path} needs the columns index and label (as in queries.csv)")
-    answers = []
-    for line, row in enumerate(reader, start=2):
-        label = (row["label"] or "").strip()
-        if label:
-            answers.append((f"{path} line {line}", _index(row["index"], f"{path} line {line}"), label))
+    if "\0" in text:
+        raise AlabError(f"{path} holds NUL bytes; it is not a CSV text file")
+    try:
+        reader = csv.DictReader(io.StringIO(text))
+        if reader.fieldnames is None or not {"index", "label"} <= set(reader.fieldnames):
+            raise AlabError(f"{path} needs the columns index and label (as in queries.csv)")
+        answers = []
+        for line, row in enumerate(reader, start=2):
+            label = (row["label"] or "").strip()
+            if label:
+                answers.append((f"{path} line {line}", _index(row["index"], f"{path} line {line}"), label))
+    except csv.Error as err:
+        raise AlabError(f"{path} is not valid CSV: {err}") from None
     return answers, "files"
 
 
 def _index(value: object, where: str) -> int:
+    if isinstance(value, (bool, float, list, dict)):
+        raise AlabError(f"{where}: index {value!r} is not a pool index (an integer)")
     try:
         return int(str(value).strip())
     except ValueError:
         raise AlabError(f"{where}: index {value!r} is not a pool index (an integer)") from None
 
 
+def _field(obj: object, key: str, where: str) -> object:
+    """`obj[key]` of a JSON object (None if absent); AlabError if `obj` is not an object."""
+    if not isinstance(obj, dict):
+        raise AlabError(f"{where} is not a JSON object, got {json.dumps(obj)[:40]}")
+    return obj.get(key)
+
+
+def _list(obj: object, where: str) -> list[object]:
+    if obj is None:
+        return []
+    if not isinstance(obj, list):
+        raise AlabError(f"{where} is not a JSON list, got {json.dumps(obj)[:40]}")
+    return obj
+
+
 def _read_label_studio(path: Path, text: str) -> list[tuple[int, str, str]]:
     try:
         tasks = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise AlabError(f"{path} is not valid JSON: {err}") from None
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise AlabError(f"{path} is not valid JSON: {str(err).splitlines()[0]}") from None
     if not isinstance(tasks, list):
         raise AlabError(f"{path} is not a Label Studio export (expected a list of tasks)")
     answers = []
@@ -153,22 +177,24 @@ def _read_label_studio(path: Path, text: str) -> list[tuple[int, str, str]]:
         if "annotations" in task:  # the full JSON export
             data = task.get("data") or {}
             choices = None
-            for annotation in task["annotations"] or []:
-                if annotation.get("was_cancelled"):
+            for a, annotation in enumerate(_list(task["annotations"], f"{where} annotations")):
+                if _field(annotation, "was_cancelled", f"{where} annotation {a + 1}"):
                     continue
-                for result in annotation.get("result") or []:
-                    if result.get("type") == "choices" and result.get("from_name", FROM_NAME) == FROM_NAME:
-                        choices = (result.get("value") or {}).get("choices")
+                for result in _list(_field(annotation, "result", f"{where} annotation {a + 1}"), f"{where} result"):
+                    if _field(result, "type", f"{where} result") == "choices" and result.get("from_name", FROM_NAME) == FROM_NAME:
+                        choices = _field(result.get("value") or {}, "choices", f"{where} result value")
             if choices is None:
                 continue  # not labeled yet
             if not isinstance(choices, list) or len(choices) != 1:
-                raise AlabError(f"{where}: expected one choice, got {choices!r}")
-            label, index = choices[0], data.get("index")
+                raise AlabError(f"{where}: expected one choice, got {json.dumps(choices)[:40]}")
+            label, index = choices[0], _field(data, "index", f"{where} data")
         else:  # JSON-MIN: the task's data with the choice under the control's name
             label, index = task.get(FROM_NAME), task.get("index")
             if label in (None, ""):
                 continue
         if index is None:
             raise AlabError(f"{where} has no data.index (the pool index alab put in tasks.json)")
+        if not isinstance(label, (str, int)) or isinstance(label, bool):
+            raise AlabError(f"{where}: the label must be a class name, got {json.dumps(label)[:40]}")
         answers.append((where, _index(index, where), str(label)))
     return answers
