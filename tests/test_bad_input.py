@@ -359,6 +359,23 @@ def test_a_second_run_into_the_same_directory(here: Path, waiting: Path) -> None
     refused(here, ["run", "--out", str(waiting)], r"already holds a run; continue it with `alab resume")
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["compare", "missing.toml"], r"config file missing\.toml does not exist"),
+        (["compare", "--strategies", "bald,nope", "--seeds", "1", "--out", "cmp"], r"unknown strategy 'nope'"),
+        (["compare", "--set", "rounds", "--out", "cmp"], r"--set takes KEY=VALUE"),
+        (["compare", "--set", "rounds=-3", "--out", "cmp"], r"rounds must not be negative, got -3"),
+        (["compare", "--seeds", "0", "--out", "cmp"], r"compare\.seeds must be at least 1"),
+        (["report", "nowhere"], r"nowhere is not a directory"),
+        (["datasets", "fetch", "digits"], r"nothing to fetch for 'digits'"),
+    ],
+    ids=["missing recipe", "unknown strategy", "--set without =", "negative override", "no seeds", "report nowhere", "fetch embedded"],
+)
+def test_compare_report_and_fetch_mistakes(here: Path, args: list[str], message: str) -> None:
+    refused(here, args, message)
+
+
 # ------------------------------------------------------------------ a real process, and --debug
 
 
