@@ -24,6 +24,7 @@ import dataclasses
 import io
 import json
 import platform
+import shutil
 import sys
 import time
 import zlib
@@ -120,10 +121,18 @@ def start_run(config: RunConfig, out: Path | None = None, *, echo: Echo = print)
     run_dir = Path(out) if out is not None else default_run_dir(config)
     if (run_dir / "run.json").exists():
         raise AlabError(f"{run_dir} already holds a run; continue it with `alab resume {run_dir}` or choose another --out")
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.toml", parts.config.to_toml())
     _write_status(run_dir, parts, "running", started=_now())
-    return _execute(parts, run_dir, echo)
+    try:
+        return _execute(parts, run_dir, echo)
+    except AlabError:
+        # Refused before its first label (the labeling page's port is taken, ...): nothing worth
+        # resuming, so leave no directory behind. A run with labels is kept for `alab resume`.
+        if created and not LabelsJournal(run_dir / "labels.csv").entries:
+            shutil.rmtree(run_dir)
+        raise
 
 
 def load_run_config(run_dir: Path) -> RunConfig:

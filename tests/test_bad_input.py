@@ -8,6 +8,7 @@ changes nothing there. A few cases run `python -m alab` in a subprocess too (`te
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import subprocess
@@ -156,6 +157,17 @@ def test_an_unknown_model_name(here: Path) -> None:
 
 def test_an_oracle_option_out_of_range_leaves_no_run_directory(here: Path) -> None:
     refused(here, ["run", *toml(here, '[oracle]\nname = "web"\nport = 70000\n'), "--out", "run"], r"oracle\.port must be in 0\.\.65535, got 70000")
+
+
+def test_a_labeling_page_port_already_taken_leaves_no_run_directory(here: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["run", *toml(here, f'[oracle]\nname = "web"\nport = {port}\n'), "--out", "run"]
+        refused(here, args, rf"cannot serve the labeling page on 127\.0\.0\.1:{port}")
 
 
 def test_strategy_a_regression_task_cannot_use(here: Path) -> None:
@@ -312,12 +324,27 @@ class LyingOracle(SimulatedOracle):
 
 
 def test_a_label_outside_the_class_set_from_an_oracle_plugin_is_never_journaled(here: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Refused at the first answer, before any label: the new run directory is not kept.
     monkeypatch.setitem(ORACLES._items, "lying", lambda context: LyingOracle(context.dataset.y_pool))
-    result = CliRunner().invoke(app, ["run", "--oracle", "lying", *toml(here, FAST_TOML), "--out", "run"])
-    assert result.exit_code == 2 and "Traceback" not in result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and re.search(r"oracle gave label 10 for item \d+; classes are 0\.\.9", lines[0]), result.stderr
-    assert (here / "run" / "labels.csv").read_text() == "index,label,round,source\n"  # nothing of the bad answer kept
+    refused(here, ["run", "--oracle", "lying", *toml(here, FAST_TOML), "--out", "run"], r"oracle gave label 10 for item \d+; classes are 0\.\.9")
+
+
+def test_a_bad_label_after_good_ones_keeps_the_run_and_its_labels(here: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class LateLiar(SimulatedOracle):
+        calls = 0
+
+        def collect(self, *, timeout: float | None = None):
+            labels = super().collect(timeout=timeout)
+            LateLiar.calls += 1
+            return labels if LateLiar.calls == 1 else [dataclasses.replace(labels[0], label=-1)]
+
+    monkeypatch.setitem(ORACLES._items, "late-liar", lambda context: LateLiar(context.dataset.y_pool))
+    result = CliRunner().invoke(app, ["run", "--oracle", "late-liar", *toml(here, FAST_TOML), "--out", "run"])
+    assert result.exit_code == 2 and re.search(r"oracle gave label -1 for item \d+", result.stderr) and "Traceback" not in result.output
+    rows = (here / "run" / "labels.csv").read_text().splitlines()
+    assert len(rows) == 1 + 20 and all(",-1," not in row for row in rows)  # the initial set kept, the bad label not
+    assert json.loads((here / "run" / "run.json").read_text())["status"] == "failed"
+    assert (here / "run" / "checkpoint.pt").exists()  # round 0 was fitted: `alab resume` goes on from there
 
 
 def test_a_second_label_for_an_item_already_labeled(here: Path, waiting: Path) -> None:
