@@ -130,7 +130,8 @@ def start_run(config: RunConfig, out: Path | None = None, *, echo: Echo = print)
     except AlabError:
         # Refused before its first label (the labeling page's port is taken, ...): nothing worth
         # resuming, so leave no directory behind. A run with labels is kept for `alab resume`.
-        if created and not LabelsJournal(run_dir / "labels.csv").entries:
+        journal = run_dir / "labels.csv"
+        if created and (not journal.exists() or not LabelsJournal(journal).entries):
             shutil.rmtree(run_dir)
         raise
 
@@ -319,7 +320,7 @@ def _refuse_divergence(state: dict[str, Any], round_: int, run_dir: Path) -> Non
         more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
         raise AlabError(
             f"training diverged in round {round_} (NaN or inf in {bad[0]}{more}); the run stopped before saving this fit: "
-            f"lower backend.lr or raise backend.weight_decay in {run_dir / 'config.toml'}, then `alab resume {run_dir}`"
+            f"lower backend.lr in {run_dir / 'config.toml'}, then `alab resume {run_dir}`"
         )
 
 

@@ -25,7 +25,7 @@ from alab.backends.base import SampledNetworks
 from alab.errors import AlabError
 from alab.selection import Selection
 
-NON_FINITE = "non-finite acquisition scores: the model diverged; lower backend.lr or raise backend.weight_decay in the run's config.toml, then `alab resume` it"
+NON_FINITE = "non-finite acquisition scores: the model diverged; lower backend.lr in the run's config.toml, then `alab resume` it"
 
 
 class PoolSource(Protocol):
