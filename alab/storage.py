@@ -33,10 +33,15 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def temporary_path(path: Path) -> Path:
+    """Where `atomic_write_bytes` writes `path`'s new content before renaming it over `path`."""
+    return path.with_name(f".{path.name}.tmp")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Replace `path` with `data`: temporary file, fsync, rename, fsync the directory."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temporary_path(path)
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()

@@ -138,8 +138,7 @@ def install(moments: Moments) -> None:
 
     def torn_write(path: Path, data: bytes) -> None:
         if moments.tick("torn"):
-            tmp = Path(path).with_name(f".{Path(path).name}.tmp")  # as atomic_write_bytes names it
-            with open(tmp, "wb") as f:
+            with open(alab.storage.temporary_path(Path(path)), "wb") as f:
                 f.write(data[: len(data) // 2])
             moments.die()
         atomic_write_bytes(path, data)
@@ -217,7 +216,6 @@ def curve_rows(path: Path) -> list[dict[str, str]]:
 class Reference:
     """An uninterrupted run of one config: its files, duration and event counts."""
 
-    run_dir: Path
     seconds: float
     counts: dict[str, int]
     journal: bytes
@@ -291,7 +289,7 @@ def reference(name: str, config: RunConfig, root: Path) -> Reference:
     if outcome != "finished":
         raise SystemExit(f"the uninterrupted {name} run {outcome}; see {run_dir}.log")
     return Reference(
-        run_dir, seconds, json.loads(counts_path.read_text()), (run_dir / "labels.csv").read_bytes(),
+        seconds, json.loads(counts_path.read_text()), (run_dir / "labels.csv").read_bytes(),
         (run_dir / "config.toml").read_bytes(), curve_rows(run_dir / "curve.csv"),
     )  # fmt: skip
 

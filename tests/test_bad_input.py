@@ -8,6 +8,7 @@ changes nothing there. A few cases run `python -m alab` in a subprocess too (`te
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -191,14 +192,12 @@ def test_missing_idx_files(here: Path) -> None:
 
 @pytest.fixture
 def synthetic_mnist(here: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
-    """Small MNIST-layout IDX files, their checksums patched in as the official ones; `patch(file)` re-blesses a file."""
+    """Small MNIST-layout IDX files, their checksums patched in as the official ones; the returned function, given a file, makes its current bytes official."""
     synthetic = write_synthetic(here / "mnist")
     sha256 = dict(synthetic.sha256)
 
     def bless(file: str | None = None) -> Path:
         if file is not None:
-            import hashlib
-
             sha256[file] = hashlib.sha256((synthetic.directory / file).read_bytes()).hexdigest()
         monkeypatch.setitem(IDX_SOURCES, "mnist", dataclasses.replace(IDX_SOURCES["mnist"], sha256=dict(sha256)))
         return synthetic.directory

@@ -48,10 +48,8 @@ def test_the_harness_catches_a_run_that_loses_a_label(tmp_path: Path, monkeypatc
     sys.path.insert(0, str(HARNESS.parent))
     import crash_harness
 
-    ref_dir = tmp_path / "ref"
-    ref_dir.mkdir()
     journal = b"index,label,round,source\n3,1,0,simulated\n7,2,0,simulated\n"
-    reference = crash_harness.Reference(ref_dir, 1.0, {}, journal, b"", [])
+    reference = crash_harness.Reference(1.0, {}, journal, b"", [])
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "labels.csv").write_bytes(b"index,label,round,source\n7,2,0,simulated\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tomllib
 from pathlib import Path
@@ -79,7 +80,7 @@ def test_non_finite_scores_stop_the_run_before_acquiring(
     from alab.acquisition import ACQUISITIONS
 
     monkeypatch.setitem(ACQUISITIONS._items, "nan_scores", nan_scores)
-    config = RunConfig(**{**small_config.__dict__, "strategy": "nan_scores"})
+    config = dataclasses.replace(small_config, strategy="nan_scores")
     run_dir = tmp_path / "run"
     with pytest.raises(AlabError, match="non-finite acquisition scores"):
         start_run(config, run_dir, echo=lambda line: None)

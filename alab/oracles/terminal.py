@@ -11,7 +11,6 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
-from alab.errors import AlabError
 from alab.oracles.base import UNDO, Label, LabelingPaused, OracleContext, Query, no_options, register_oracle
 from alab.oracles.render import display_image, feature_rows, half_blocks, top_classes
 
