@@ -423,26 +423,27 @@ def run_comparison(comparison: Comparison, executor: Executor | None = None, *, 
     Finished cells are kept as they are; one line per cell as it finishes, a bar over the grid.
     """
     from alab.report import write_comparison_report
-    from alab.storage import atomic_write_text
+    from alab.storage import DirectoryLock, atomic_write_text
 
     validate(comparison)
     cells = comparison.cells()
     states = {cell.name: _cell_state(cell, comparison.out / "cells" / cell.name) for cell in cells}
     comparison.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(comparison.out / "compare.toml", comparison.to_toml())
-    todo = [CellTask(c.config, comparison.out / "cells" / c.name) for c in cells if states[c.name] != "finished"]
-    kept = len(cells) - len(todo)
-    if kept:
-        echo(f"{kept} of {len(cells)} cells already finished; kept")
-    executor = executor or LocalExecutor(comparison.table.workers)
-    results = []
-    with tqdm(total=len(cells), initial=kept, desc="cells", unit="cell", disable=None, file=sys.stderr) as bar:
-        for result in executor.run(todo) if todo else iter(()):
-            results.append(result)
-            line = f"{result.name}: {result.status} ({result.wall_seconds:.0f} s wall, {result.cpu_seconds:.0f} s CPU)"
-            bar.write(line + (f" {result.error}" if result.error else ""), file=sys.stderr)
-            bar.update()
-    write_comparison_report(comparison.out)
+    with DirectoryLock(comparison.out, "comparison directory"):  # each cell's run takes its own lock too
+        atomic_write_text(comparison.out / "compare.toml", comparison.to_toml())
+        todo = [CellTask(c.config, comparison.out / "cells" / c.name) for c in cells if states[c.name] != "finished"]
+        kept = len(cells) - len(todo)
+        if kept:
+            echo(f"{kept} of {len(cells)} cells already finished; kept")
+        executor = executor or LocalExecutor(comparison.table.workers)
+        results = []
+        with tqdm(total=len(cells), initial=kept, desc="cells", unit="cell", disable=None, file=sys.stderr) as bar:
+            for result in executor.run(todo) if todo else iter(()):
+                results.append(result)
+                line = f"{result.name}: {result.status} ({result.wall_seconds:.0f} s wall, {result.cpu_seconds:.0f} s CPU)"
+                bar.write(line + (f" {result.error}" if result.error else ""), file=sys.stderr)
+                bar.update()
+        write_comparison_report(comparison.out)
     failed = [r for r in results if r.status != "finished"]
     if failed:
         echo(f"{len(failed)} cells did not finish ({', '.join(r.name for r in failed)}); run the same command to resume them")

@@ -48,7 +48,7 @@ from alab.oracles import ORACLES, UNDO, Label, LabelingPaused, Oracle, OracleCon
 from alab.report import plot_run_curve
 from alab.scoring import candidate_log_probs
 from alab.selection import STRATEGIES, JointStrategy, Selection, Strategy, TopK
-from alab.storage import LabelsJournal, atomic_torch_save, atomic_write_text
+from alab.storage import DirectoryLock, LabelsJournal, atomic_torch_save, atomic_write_text
 from alab.tasks import Classification, Task, check_task_support, task_for
 
 CURVE_COLUMNS = Classification.curve_columns  # a regression run's: alab.tasks.Regression.curve_columns
@@ -116,24 +116,25 @@ def default_run_dir(config: RunConfig, root: Path = Path("results")) -> Path:
 
 
 def start_run(config: RunConfig, out: Path | None = None, *, echo: Echo = print) -> Path:
-    """Validate, create the run directory, and run to the end."""
+    """Validate, create the run directory, and run to the end, holding the directory's single-writer lock."""
     parts = build_parts(config)
     run_dir = Path(out) if out is not None else default_run_dir(config)
-    if (run_dir / "run.json").exists():
-        raise AlabError(f"{run_dir} already holds a run; continue it with `alab resume {run_dir}` or choose another --out")
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.toml", parts.config.to_toml())
-    _write_status(run_dir, parts, "running", started=_now())
-    try:
-        return _execute(parts, run_dir, echo)
-    except AlabError:
-        # Refused before its first label (the labeling page's port is taken, ...): nothing worth
-        # resuming, so leave no directory behind. A run with labels is kept for `alab resume`.
-        journal = run_dir / "labels.csv"
-        if created and (not journal.exists() or not LabelsJournal(journal).entries):
-            shutil.rmtree(run_dir)
-        raise
+    with DirectoryLock(run_dir):
+        if (run_dir / "run.json").exists():
+            raise AlabError(f"{run_dir} already holds a run; continue it with `alab resume {run_dir}` or choose another --out")
+        atomic_write_text(run_dir / "config.toml", parts.config.to_toml())
+        _write_status(run_dir, parts, "running", started=_now())
+        try:
+            return _execute(parts, run_dir, echo)
+        except AlabError:
+            # Refused before its first label (the labeling page's port is taken, ...): nothing worth
+            # resuming, so leave no directory behind. A run with labels is kept for `alab resume`.
+            journal = run_dir / "labels.csv"
+            if created and (not journal.exists() or not LabelsJournal(journal).entries):
+                shutil.rmtree(run_dir)
+            raise
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
@@ -146,15 +147,16 @@ def resume_run(run_dir: Path, *, echo: Echo = print) -> Path:
     """Continue a stopped run from its last finished step; a finished run is left as it is."""
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
-    status = _read_status(run_dir)
-    if status.get("status") == "finished":
-        echo(f"{run_dir} is already finished; nothing to resume")
-        return run_dir
-    parts = build_parts(config)
-    if status.get("dataset_checksum") not in (None, parts.dataset.checksum):
-        raise AlabError(f"the data set {config.dataset} has changed since this run started (checksum differs)")
-    _write_status(run_dir, parts, "running", started=status.get("started", _now()))
-    return _execute(parts, run_dir, echo)
+    with DirectoryLock(run_dir):
+        status = _read_status(run_dir)
+        if status.get("status") == "finished":
+            echo(f"{run_dir} is already finished; nothing to resume")
+            return run_dir
+        parts = build_parts(config)
+        if status.get("dataset_checksum") not in (None, parts.dataset.checksum):
+            raise AlabError(f"the data set {config.dataset} has changed since this run started (checksum differs)")
+        _write_status(run_dir, parts, "running", started=status.get("started", _now()))
+        return _execute(parts, run_dir, echo)
 
 
 def _now() -> str:
@@ -162,10 +164,21 @@ def _now() -> str:
 
 
 def _read_status(run_dir: Path) -> dict[str, Any]:
+    """`run.json` as a dict; {} before it is first written; AlabError if it is not a JSON object.
+
+    Written atomically, so only an edit or a copy can damage it, and a damaged one must not pass
+    silently: resume would skip the check that the data set is unchanged.
+    """
+    path = run_dir / "run.json"
     try:
-        return json.loads((run_dir / "run.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        status = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
         return {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise AlabError(f"{path} is damaged (not valid JSON: {err}); restore it, or delete it to resume without the data-set check") from None
+    if not isinstance(status, dict):
+        raise AlabError(f"{path} is damaged (a JSON {type(status).__name__}, not an object); restore it, or delete it to resume without the data-set check")
+    return status
 
 
 def _write_status(run_dir: Path, parts: Parts, status: str, **extra: Any) -> None:
@@ -259,7 +272,7 @@ def _rounds(parts: Parts, run_dir: Path, echo: Echo) -> None:
     journal = LabelsJournal(run_dir / "labels.csv")
     curve = read_curve(run_dir / "curve.csv")
     checkpoint_path = run_dir / "checkpoint.pt"
-    checkpoint: dict[str, Any] = torch.load(checkpoint_path, weights_only=True) if checkpoint_path.exists() else {}
+    checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path.exists() else {}
     if checkpoint:
         backend.load_state_dict(checkpoint["backend"])
 
@@ -324,6 +337,14 @@ def _refuse_divergence(state: dict[str, Any], round_: int, run_dir: Path) -> Non
         )
 
 
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """`checkpoint.pt` with every tensor on the CPU: a run checkpointed on a GPU resumes on a machine without one.
+
+    Backends move the weights to the run's device in `load_state_dict`.
+    """
+    return torch.load(path, weights_only=True, map_location="cpu")
+
+
 def initial_queries(parts: Parts) -> list[Query]:
     """The initial set (round 0), drawn by the seed: balanced by the data set's labels where it has them."""
     dataset, seed = parts.dataset, parts.config.seed
@@ -349,7 +370,7 @@ def open_round(run_dir: Path) -> tuple[Parts, int, list[Query]]:
     checkpoint_path = run_dir / "checkpoint.pt"
     if not checkpoint_path.exists():
         return parts, 0, initial_queries(parts)
-    checkpoint = torch.load(checkpoint_path, weights_only=True)
+    checkpoint = load_checkpoint(checkpoint_path)
     if checkpoint.get("queries") is None:
         raise AlabError(f"{run_dir} has chosen no queries yet; continue it with `alab resume {run_dir}`")
     return parts, checkpoint["round"] + 1, round_queries(parts, checkpoint)

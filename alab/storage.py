@@ -8,13 +8,20 @@ line (a crash inside the write) is dropped when it is read back.
 The journal is append-only, so an undo is a row too: `index, label, round, undo` withdraws the
 item's label, allowed only while that label's round is open (the loop appends labels of round r
 only before it retrains on round r). Reading the journal replays the rows in order.
+
+One process writes a run directory at a time: `DirectoryLock` holds an exclusive `flock` on
+`<dir>/.lock` for the life of the writer. The kernel releases it when the process dies, SIGKILL
+included, so a crash never leaves a stale lock; a second writer is refused in one line naming the
+holder's pid and command. Readers (`alab report`) take no lock: every file they read is replaced atomically.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import os
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +65,64 @@ def atomic_torch_save(path: Path, obj: object) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+LOCK_NAME = ".lock"
+
+
+def _lock_holder(fd: int) -> str:
+    """Who holds the flock on the file open at `fd`: "pid N: COMMAND" from /proc/locks (Linux), else "pid unknown"."""
+    st = os.fstat(fd)
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        locks = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return "pid unknown"
+    pids = [fields[4] for fields in (line.split() for line in locks) if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == key]
+    if not pids:
+        return "pid unknown"
+    try:
+        argv = Path(f"/proc/{pids[0]}/cmdline").read_bytes().decode("utf-8", "replace").split("\0")[:-1]
+    except OSError:
+        return f"pid {pids[0]}"
+    names = [Path(arg).name for arg in argv]  # python -m alab ARGS, or python .../bin/alab ARGS
+    if "alab" not in names:  # a comparison's worker process: its command line says nothing useful
+        return f"pid {pids[0]}"
+    command = shlex.join(["alab", *argv[names.index("alab") + 1 :]])
+    return f"pid {pids[0]}: {command}"
+
+
+class DirectoryLock:
+    """The single-writer lock of a run or comparison directory: an exclusive `flock` on `<dir>/.lock`.
+
+    The file is created empty and never written or deleted (unlinking a lock file that another process
+    has open lets two processes each lock their own inode), so a refused command changes no file.
+    The holder named in the refusal comes from the kernel's lock table (`/proc/locks`).
+    """
+
+    def __init__(self, directory: Path, what: str = "run directory") -> None:
+        self.directory = Path(directory)
+        self.what = what
+        self._fd: int | None = None
+
+    def __enter__(self) -> DirectoryLock:
+        fd = os.open(self.directory / LOCK_NAME, os.O_RDONLY | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            raise AlabError(
+                f"{self.directory} is being written by another alab process ({holder}); one process writes a "
+                f"{self.what} at a time: wait for that one to finish, or stop it, then try again"
+            ) from None
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor releases the flock
+            self._fd = None
 
 
 def _number(text: str) -> int | float:

@@ -381,6 +381,12 @@ def test_resume_of_something_that_is_not_a_run(here: Path) -> None:
     refused(here, ["resume", "nowhere"], r"nowhere is not a directory")
 
 
+@pytest.mark.parametrize("text", ['{"status": "stopp', "[1, 2]\n", "\xff\xfe"], ids=["torn JSON", "not an object", "not UTF-8"])
+def test_a_damaged_run_json_is_refused_not_read_as_empty(here: Path, waiting: Path, text: str) -> None:
+    (waiting / "run.json").write_bytes(text.encode("latin-1"))  # an empty one would skip the data-set checksum guard
+    refused(here, ["resume", str(waiting)], r"run\.json is damaged \(.*\); restore it, or delete it to resume without the data-set check")
+
+
 def test_a_second_run_into_the_same_directory(here: Path, waiting: Path) -> None:
     refused(here, ["run", "--out", str(waiting)], r"already holds a run; continue it with `alab resume")
 

@@ -97,6 +97,29 @@ def test_resume_does_not_refit_the_rounds_before_its_checkpoint(tmp_path: Path, 
     assert fitted == [50]  # round 3 only: rounds 0-2 were fitted before the stop
 
 
+def test_a_run_checkpointed_on_a_gpu_resumes_on_a_cpu(tmp_path: Path, small_config: RunConfig, monkeypatch) -> None:
+    import torch
+    import torch.serialization
+
+    reference = run(small_config, tmp_path / "reference")
+    monkeypatch.setitem(ORACLES._items, "crashing", lambda context: CrashingOracle(context.dataset.y_pool))
+    CrashingOracle.budget = 34
+    with pytest.raises(KeyboardInterrupt):
+        start_run(dataclasses.replace(small_config, oracle=OracleConfig("crashing")), tmp_path / "run", echo=lambda line: None)
+    checkpoint_path = tmp_path / "run" / "checkpoint.pt"
+    checkpoint = torch.load(checkpoint_path, weights_only=True)
+    with monkeypatch.context() as patch:  # saved as a CUDA run saves it: every storage tagged "cuda:0"
+        patch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        torch.save(checkpoint, checkpoint_path)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(checkpoint_path, weights_only=True)
+    CrashingOracle.budget = 10**6
+    resume_run(tmp_path / "run", echo=lambda line: None)
+    resumed = pd.read_csv(tmp_path / "run" / "curve.csv")
+    pd.testing.assert_frame_equal(resumed[["n_labeled", "accuracy", "nll"]], reference[["n_labeled", "accuracy", "nll"]], check_exact=True)
+
+
 def test_resume_of_a_finished_run_changes_nothing(tmp_path: Path, small_config: RunConfig) -> None:
     run(small_config, tmp_path / "run")
     before = (tmp_path / "run" / "curve.csv").read_text()
