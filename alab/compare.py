@@ -347,7 +347,7 @@ class RayExecutor:
         try:
             import ray
         except ImportError:
-            raise AlabError("the ray executor needs Ray: pip install 'alab[ray]'") from None
+            raise AlabError("the ray executor needs Ray: pip install ray (or pip install -e '.[ray]' in the alab clone)") from None
         if not ray.is_initialized():
             try:
                 ray.init(address=self.address, include_dashboard=False, log_to_driver=False)

@@ -177,7 +177,7 @@ def test_a_rerun_with_other_settings_is_refused(tmp_path: Path) -> None:
 
 
 def test_ray_executor_runs_cells_on_a_local_ray(tmp_path: Path) -> None:
-    ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'alab[ray]'")
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]' (or '.[dev]')")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         comparison = load_comparison(recipe(tmp_path, 'strategies = ["bald", "random"]\nseeds = 1'), {"rounds": 1}, out=tmp_path / "cmp")

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("starlette", reason="the web labeler needs starlette (pip install 'alab[web]')")
-pytest.importorskip("uvicorn", reason="the web labeler needs uvicorn (pip install 'alab[web]')")
 httpx = pytest.importorskip("httpx", reason="the web tests talk HTTP through httpx")
 
 from alab.data import load_dataset  # noqa: E402

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("starlette", reason="the web labeler needs starlette (pip install 'alab[web]')")
 sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs the playwright package")
 
 from labeling_helpers import Run, fast_config  # noqa: E402
