@@ -35,6 +35,9 @@ from alab.errors import AlabError
 
 T = TypeVar("T")
 
+# `autocast` names -> torch dtype names (None: full float32 precision)
+AUTOCAST_DTYPES: dict[str, str | None] = {"off": None, "bfloat16": "bfloat16", "float16": "float16"}
+
 
 def _type_ok(value: Any, annotation: Any) -> bool:
     origin = typing.get_origin(annotation)
@@ -105,6 +108,7 @@ class RunConfig:
     oracle: OracleConfig = field(default_factory=OracleConfig)
     samples: int = 20  # K posterior samples for scoring and evaluation
     chunk_size: int = 1024  # pool items per scoring chunk
+    autocast: str = "off"  # pool scoring's matrix products in low precision: off | bfloat16 | float16 (a GPU's tensor cores)
     pool_subsample: int = 0  # score a random subset of this many pool items each round (0: all)
     validation: int = 0
     backend: BackendConfig = field(default_factory=BackendConfig)
@@ -119,6 +123,8 @@ class RunConfig:
         for name in ("rounds", "pool_subsample", "validation", "seed"):
             if getattr(self, name) < 0:
                 raise AlabError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.autocast not in AUTOCAST_DTYPES:
+            raise AlabError(f"autocast must be one of {', '.join(AUTOCAST_DTYPES)}, got {self.autocast!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise AlabError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.classes is not None:

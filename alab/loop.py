@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 import alab
 from alab.backends import BACKENDS, Backend
 from alab.backends.base import SampledNetworks
-from alab.config import BackendConfig, RunConfig, config_from_dict, load_toml
+from alab.config import AUTOCAST_DTYPES, BackendConfig, RunConfig, config_from_dict, load_toml
 from alab.data import Dataset, load_dataset
 from alab.errors import AlabError
 from alab.oracles import ORACLES, UNDO, Label, LabelingPaused, Oracle, OracleContext, Query, check_oracle
@@ -399,7 +399,11 @@ def _score_and_select(
         top_k = config.query_size
     elif r < config.rounds and isinstance(parts.strategy, JointStrategy):
         top_k = parts.strategy.candidates
-    pool = task.score(networks, dataset.x_pool, candidates_N, acquisition, config.chunk_size, top_k=top_k, device=parts.device)
+    autocast = AUTOCAST_DTYPES[config.autocast]
+    pool = task.score(
+        networks, dataset.x_pool, candidates_N, acquisition, config.chunk_size, top_k=top_k, device=parts.device,
+        autocast=None if autocast is None else getattr(torch, autocast),
+    )  # fmt: skip
     eval_networks = backend.sample_networks(config.samples, generator=round_generator(config.seed, r, "eval"))
     metrics = task.evaluate(eval_networks, config.chunk_size)
     row = {

@@ -59,7 +59,7 @@ class Task(Protocol):
 
     def score(
         self, networks: SampledNetworks, x: Tensor, indices_N: Tensor, acquisition: Acquisition | None, chunk_size: int,
-        *, top_k: int | None = None, device: torch.device | None = None,
+        *, top_k: int | None = None, device: torch.device | None = None, autocast: torch.dtype | None = None,
     ) -> Scored: ...  # fmt: skip
 
     def evaluate(self, networks: SampledNetworks, chunk_size: int) -> dict[str, float]: ...
@@ -96,9 +96,9 @@ class Classification:
 
     def score(
         self, networks: SampledNetworks, x: Tensor, indices_N: Tensor, acquisition: Acquisition | None, chunk_size: int,
-        *, top_k: int | None = None, device: torch.device | None = None,
+        *, top_k: int | None = None, device: torch.device | None = None, autocast: torch.dtype | None = None,
     ) -> Scored:  # fmt: skip
-        pool = score_pool(networks, x, indices_N, acquisition, chunk_size=chunk_size, top_k=top_k, device=device)
+        pool = score_pool(networks, x, indices_N, acquisition, chunk_size=chunk_size, top_k=top_k, device=device, autocast=autocast)
         summary = {"mean_bald": pool.mean_bald, "mean_entropy": pool.mean_entropy}
         return Scored(pool.scores_N, summary, pool.seconds, pool.top)
 
@@ -157,15 +157,20 @@ class Regression:
 
     def score(
         self, networks: SampledNetworks, x: Tensor, indices_N: Tensor, acquisition: Acquisition | None, chunk_size: int,
-        *, top_k: int | None = None, device: torch.device | None = None,
+        *, top_k: int | None = None, device: torch.device | None = None, autocast: torch.dtype | None = None,
     ) -> Scored:  # fmt: skip
-        """All candidates' scores (top_k is not streamed here: the strategy selects from them)."""
+        """All candidates' scores (top_k is not streamed here: the strategy selects from them).
+
+        `autocast`: the networks' matrix products in that dtype (as in `score_pool`); outputs are float32.
+        """
         start = time.perf_counter()
         scores: list[Tensor] = []
         aleatoric_sum = epistemic_sum = 0.0
         with torch.inference_mode():
             for chunk in tqdm(list(chunks(indices_N, chunk_size)), desc="score", leave=False, disable=None):
-                outputs_K_B_2 = networks(x[chunk])
+                device_type = (device or torch.device("cpu")).type
+                with torch.autocast(device_type, dtype=autocast, enabled=autocast is not None):
+                    outputs_K_B_2 = networks(x[chunk]).float()
                 aleatoric_B, epistemic_B = decompose(outputs_K_B_2.double())
                 aleatoric_sum += float(aleatoric_B.sum())
                 epistemic_sum += float(epistemic_B.sum())

@@ -91,8 +91,9 @@ def test_malformed_toml_and_unknown_keys(here: Path, text: str, message: str) ->
         ('[backend]\nepochs = "many"\n', r"backend\.epochs must be int"),
         ('backend = "mc_dropout"\n', r"backend must be a table"),
         ('[oracle]\nname = "web"\nport = "80"\n', r"oracle\.port must be int"),
+        ('autocast = "fp8"\n', r"autocast must be one of off, bfloat16, float16, got 'fp8'"),
     ],
-    ids=["string for int", "float for int", "bool for int", "backend value", "table expected", "oracle value"],
+    ids=["string for int", "float for int", "bool for int", "backend value", "table expected", "oracle value", "autocast dtype"],
 )
 def test_wrong_types(here: Path, text: str, message: str) -> None:
     refused(here, ["run", *toml(here, text), "--out", "run"], message)

@@ -120,6 +120,15 @@ def test_a_run_checkpointed_on_a_gpu_resumes_on_a_cpu(tmp_path: Path, small_conf
     pd.testing.assert_frame_equal(resumed[["n_labeled", "accuracy", "nll"]], reference[["n_labeled", "accuracy", "nll"]], check_exact=True)
 
 
+def test_autocast_from_the_config_reaches_pool_scoring_only(tmp_path: Path, small_config: RunConfig) -> None:
+    full = run(dataclasses.replace(small_config, rounds=0), tmp_path / "full")
+    low = run(dataclasses.replace(small_config, rounds=0, autocast="bfloat16"), tmp_path / "bf16")
+    assert low["accuracy"][0] == full["accuracy"][0] and low["nll"][0] == full["nll"][0]  # evaluation stays float32
+    relative = abs(low["mean_bald"][0] - full["mean_bald"][0]) / full["mean_bald"][0]
+    assert 0 < relative < 0.05  # bf16 rounding of the products: changed, not broken
+    assert 'autocast = "bfloat16"' in (tmp_path / "bf16" / "config.toml").read_text()
+
+
 def test_resume_of_a_finished_run_changes_nothing(tmp_path: Path, small_config: RunConfig) -> None:
     run(small_config, tmp_path / "run")
     before = (tmp_path / "run" / "curve.csv").read_text()
