@@ -90,28 +90,31 @@ class DropoutHead(nn.Module):
         return stacked_dense_forward(features_N_D, self.fold_masks(masks))
 
 
-def stacked_dense_forward(features_N_D: Tensor, layers: Sequence[StackedLayer]) -> Tensor:
+def stacked_dense_forward(features_N_D: Tensor, layers: Sequence[StackedLayer], *, batched: bool | None = None) -> Tensor:
     """Logits [K, N, C] of K dense stacks h <- relu(W_k h + b_k) (no ReLU after the last) on shared inputs.
 
     The first layer of all K networks is one wide product [N, D] @ [D, K*H] (the weights, stacked
     [K*H, D] and contiguous, are read transposed by the BLAS: no copy); the later, small layers are
     one product per network on the CPU, where torch's batched product was far slower than K calls
     of the plain one at these shapes (K=20, 256x128 @ 128x10: 15 ms against 0.4 ms), and one batched
-    product elsewhere. This is what any backend whose
-    K posterior samples share a trunk (MC dropout masks, weight draws of a stochastic head, heads of
-    an ensemble) should run.
+    product elsewhere. `batched` forces a branch (True: the batched product, False: one product per
+    network) so that both are tested on any device; None chooses by device. This is what any backend
+    whose K posterior samples share a trunk (MC dropout masks, weight draws of a stochastic head,
+    heads of an ensemble) should run.
     """
     (weight_K_H_D, bias_K_H), *rest = layers
     K, H, D = weight_K_H_D.shape
     N = features_N_D.shape[0]
     dtype = features_N_D.dtype
+    if batched is None:
+        batched = features_N_D.device.type != "cpu"
     # [N, D] @ [D, K*H] + [K*H] -> [N, K*H]: the bias is added by the GEMM (beta = 1)
     h_N_KH = torch.addmm(bias_K_H.reshape(K * H).to(dtype), features_N_D, weight_K_H_D.reshape(K * H, D).T.to(dtype))
     h_K_N_H = h_N_KH.view(N, K, H).transpose(0, 1)  # a strided view, no copy
     for weight_K_O_H, bias_K_O in rest:
         h_K_N_H = torch.relu_(h_K_N_H)
         weight_K_H_O = weight_K_O_H.transpose(1, 2).to(dtype)
-        if h_K_N_H.device.type == "cpu":
+        if not batched:
             out_K_N_O = h_K_N_H.new_empty((K, N, weight_K_O_H.shape[1]))
             for k in range(K):  # [N, H] @ [H, O] + [O] -> [N, O]; a row stride of K*H is fine for the BLAS
                 torch.addmm(bias_K_O[k].to(dtype), h_K_N_H[k], weight_K_H_O[k], out=out_K_N_O[k])

@@ -7,9 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import alab.tasks
 from alab.config import OracleConfig, RunConfig
 from alab.errors import AlabError
-from alab.loop import read_curve, resume_run, start_run
+from alab.loop import resume_run, start_run
 from alab.oracles import ORACLES
 from alab.oracles.simulated import SimulatedOracle
 
@@ -160,6 +161,21 @@ def test_impossible_runs_are_refused_before_any_file_is_written(tmp_path: Path, 
     assert not (tmp_path / "run").exists()
 
 
-def test_pool_subsample_scores_only_that_many(tmp_path: Path, small_config: RunConfig) -> None:
+def test_pool_subsample_scores_only_that_many(tmp_path: Path, small_config: RunConfig, monkeypatch) -> None:
+    """Each round scores exactly pool_subsample unlabeled items, and asks for some of those."""
+    scored: list[list[int]] = []  # per round, the pool indices the loop sent to be scored
+    score_pool = alab.tasks.score_pool
+
+    def recording_score_pool(networks, x, indices_N, *args, **kwargs):
+        scored.append(indices_N.tolist())
+        return score_pool(networks, x, indices_N, *args, **kwargs)
+
+    monkeypatch.setattr(alab.tasks, "score_pool", recording_score_pool)
     curve = run(dataclasses.replace(small_config, pool_subsample=50, rounds=1), tmp_path / "run")
-    assert len(read_curve(tmp_path / "run" / "curve.csv")) == 2 and curve["accuracy"].between(0, 1).all()
+    assert len(curve) == 2 and curve["accuracy"].between(0, 1).all()
+    labels = pd.read_csv(tmp_path / "run" / "labels.csv")
+    assert len(scored) == 2  # rounds 0 and 1
+    for r, indices in enumerate(scored):
+        assert len(indices) == len(set(indices)) == 50
+        assert not set(indices) & set(labels[labels["round"] <= r]["index"])  # only unlabeled items
+    assert set(labels[labels["round"] == 1]["index"]) <= set(scored[0])  # round 1's queries come from round 0's subsample

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
@@ -55,17 +56,38 @@ def test_folded_heads_equal_explicit_masked_passes(name: str, input_shape: tuple
     assert bool((masks[0] == 0).any()) and not torch.equal(masks[0][0], masks[0][1])
 
 
-def test_stacked_forward_single_layer_and_batched_path() -> None:
-    """One layer: no ReLU; the batched (non-CPU) branch computes the same as the per-network one."""
+def looped_dense_logits(x_N_D: Tensor, layers: list[tuple[Tensor, Tensor]]) -> Tensor:
+    """Reference: each of the K networks on its own, one F.linear per layer, ReLU between layers."""
+    out = []
+    for k in range(layers[0][0].shape[0]):
+        h_N_D = x_N_D
+        for i, (weight_K_O_I, bias_K_O) in enumerate(layers):
+            h_N_D = F.linear(h_N_D, weight_K_O_I[k], bias_K_O[k])
+            if i < len(layers) - 1:
+                h_N_D = torch.relu(h_N_D)
+        out.append(h_N_D)
+    return torch.stack(out)  # K x [N, C] -> [K, N, C]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dims", [[6, 4], [6, 5, 4, 3]], ids=["one layer", "three layers"])
+def test_stacked_forward_both_branches_equal_a_loop_over_the_networks(dims: list[int], dtype: torch.dtype) -> None:
+    """The per-network branch (CPU) and the batched one (other devices), both forced here, equal K plain passes."""
     generator = torch.Generator().manual_seed(2)
-    weight_K_C_D, bias_K_C = torch.randn(3, 4, 6, generator=generator), torch.randn(3, 4, generator=generator)
-    x_N_D = torch.randn(5, 6, generator=generator)
-    expected_K_N_C = torch.einsum("nd,kcd->knc", x_N_D, weight_K_C_D) + bias_K_C[:, None, :]
-    torch.testing.assert_close(stacked_dense_forward(x_N_D, [(weight_K_C_D, bias_K_C)]), expected_K_N_C)
-    w2_K_O_C, b2_K_O = torch.randn(3, 2, 4, generator=generator), torch.randn(3, 2, generator=generator)
-    two = stacked_dense_forward(x_N_D, [(weight_K_C_D, bias_K_C), (w2_K_O_C, b2_K_O)])
-    reference = torch.einsum("knc,koc->kno", expected_K_N_C.relu(), w2_K_O_C) + b2_K_O[:, None, :]
-    torch.testing.assert_close(two, reference)
+    K, N = 3, 5
+    layers = [
+        (torch.randn(K, d_out, d_in, generator=generator, dtype=dtype), torch.randn(K, d_out, generator=generator, dtype=dtype))
+        for d_in, d_out in zip(dims[:-1], dims[1:])
+    ]
+    x_N_D = torch.randn(N, dims[0], generator=generator, dtype=dtype)
+    expected_K_N_C = looped_dense_logits(x_N_D, layers)
+    per_network_K_N_C = stacked_dense_forward(x_N_D, layers, batched=False)
+    batched_K_N_C = stacked_dense_forward(x_N_D, layers, batched=True)
+    assert batched_K_N_C.shape == per_network_K_N_C.shape == (K, N, dims[-1]) and batched_K_N_C.dtype == dtype
+    torch.testing.assert_close(per_network_K_N_C, expected_K_N_C, **TOL[dtype])
+    torch.testing.assert_close(batched_K_N_C, expected_K_N_C, **TOL[dtype])
+    torch.testing.assert_close(batched_K_N_C, per_network_K_N_C, **TOL[dtype])
+    assert torch.equal(stacked_dense_forward(x_N_D, layers), per_network_K_N_C)  # the default on the CPU
 
 
 def mc_dropout(masks: str = "shared", dtype: torch.dtype = torch.float32):
