@@ -51,6 +51,9 @@ from alab.selection import STRATEGIES, JointStrategy, Selection, Strategy, TopK
 from alab.storage import DirectoryLock, LabelsJournal, atomic_torch_save, atomic_write_text
 from alab.tasks import Classification, Task, check_task_support, task_for
 
+# run.json's status: running (a process writes it), waiting (for labels from outside: `alab label import`),
+# stopped (Ctrl-C), failed (an error; the message is in run.json), finished
+STATUSES = ("running", "waiting", "stopped", "failed", "finished")
 CURVE_COLUMNS = Classification.curve_columns  # a regression run's: alab.tasks.Regression.curve_columns
 
 Echo = Callable[[str], None]
@@ -182,6 +185,7 @@ def _read_status(run_dir: Path) -> dict[str, Any]:
 
 
 def _write_status(run_dir: Path, parts: Parts, status: str, **extra: Any) -> None:
+    assert status in STATUSES, status
     info = {**_read_status(run_dir), **extra}
     if status != "waiting":
         info.pop("waiting_for", None)

@@ -1,6 +1,6 @@
 """Crash injection: SIGKILL runs at random moments, resume them, and check that nothing is lost or torn.
 
-    python tests/crash_harness.py --kills 500            # the full check (about 10 minutes on 2 cores)
+    python tests/crash_harness.py --kills 500            # the full check (2.5 min on 2 idle cores)
     python tests/crash_harness.py --kills 50 --seed 3    # what CI runs (tests/test_crash_injection.py)
 
 Each trial starts a small run in a forked child and kills it with SIGKILL at one moment, resumes it
