@@ -8,6 +8,7 @@ changes nothing there. A few cases run `python -m alab` in a subprocess too (`te
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import hashlib
 import json
 import os
@@ -22,12 +23,11 @@ import pytest
 from typer.testing import CliRunner
 
 from alab.cli import app
-from alab.data.idx import IMAGES_MAGIC
-from alab.data.mnist import IDX_SOURCES
+from alab.data.idx import IMAGES_MAGIC, idx_path, read_idx_bytes
 from alab.oracles.base import ORACLES
 from alab.oracles.simulated import SimulatedOracle
 from labeling_helpers import FAST_TOML
-from test_data import write_idx_gz, write_synthetic
+from test_data import mnist_folder, needs_mnist, write_idx_gz, write_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -193,36 +193,47 @@ def test_missing_idx_files(here: Path) -> None:
 
 @pytest.fixture
 def synthetic_mnist(here: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
-    """Small MNIST-layout IDX files, their checksums patched in as the official ones; the returned function, given a file, makes its current bytes official."""
+    """Small MNIST-layout IDX files, their checksums patched in as the official ones; the returned function, given a file, makes the IDX data a load reads for it official."""
     synthetic = write_synthetic(here / "mnist")
-    sha256 = dict(synthetic.sha256)
 
     def bless(file: str | None = None) -> Path:
         if file is not None:
-            sha256[file] = hashlib.sha256((synthetic.directory / file).read_bytes()).hexdigest()
-        monkeypatch.setitem(IDX_SOURCES, "mnist", dataclasses.replace(IDX_SOURCES["mnist"], sha256=dict(sha256)))
+            path = idx_path(synthetic.directory, file.removesuffix(".gz"))
+            assert path is not None
+            synthetic.idx_sha256[file] = hashlib.sha256(read_idx_bytes(path)).hexdigest()
+        synthetic.official("mnist", monkeypatch)
         return synthetic.directory
 
     bless()
     return bless
 
 
-def test_an_altered_idx_file(here: Path, synthetic_mnist: Callable[..., Path]) -> None:
+@needs_mnist
+def test_an_altered_idx_file(here: Path) -> None:
+    # One byte of MNIST's training images flipped, compressed again: a sound gzip file, not the official data.
+    directory = mnist_folder(here / "mnist", ("gz",), altered="train-images-idx3-ubyte.gz")
+    refused(here, ["run", "--dataset", "mnist", "--data-dir", str(directory), "--out", "run"],
+            r"train-images-idx3-ubyte\.gz in .*mnist is truncated or altered: sha256 \w{12}\.\.\. where the official IDX data has ba891046e650\.\.\.; ")  # fmt: skip
+
+
+def test_a_corrupt_gzip_file(here: Path, synthetic_mnist: Callable[..., Path]) -> None:
     directory = synthetic_mnist()
     path = directory / "train-images-idx3-ubyte.gz"
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     path.write_bytes(bytes(raw))
-    refused(here, ["run", "--dataset", "mnist", "--data-dir", str(directory), "--out", "run"], r"train-images-idx3-ubyte\.gz in .* is truncated or altered: sha256 \w+\.\.\. where the official file has")
+    refused(here, ["run", "--dataset", "mnist", "--data-dir", str(directory), "--out", "run"], r"train-images-idx3-ubyte\.gz in .*: not a complete gzip file .*; the file is truncated or corrupt")
 
 
 def test_a_truncated_idx_file(here: Path, synthetic_mnist: Callable[..., Path]) -> None:
     directory = synthetic_mnist()
     path = directory / "train-labels-idx1-ubyte.gz"
+    data = gzip.decompress(path.read_bytes())
     path.write_bytes(path.read_bytes()[:-12])
-    refused(here, ["run", "--dataset", "mnist", "--data-dir", str(directory), "--out", "run"], r"train-labels-idx1-ubyte\.gz")
-    synthetic_mnist("train-labels-idx1-ubyte.gz")  # the same bytes with a matching checksum: the parser refuses them
-    refused(here, ["run", "--dataset", "mnist", "--data-dir", str(directory), "--out", "run"], r"train-labels-idx1-ubyte\.gz.*(truncated|gzip)")
+    refused(here, ["run", "--dataset", "mnist", "--data-dir", str(directory), "--out", "run"], r"train-labels-idx1-ubyte\.gz in .*: not a complete gzip file")
+    (directory / "train-labels-idx1-ubyte").write_bytes(data[:-7])  # read before the .gz beside it
+    synthetic_mnist("train-labels-idx1-ubyte.gz")  # its bytes made official: the parser refuses them
+    refused(here, ["run", "--dataset", "mnist", "--data-dir", str(directory), "--out", "run"], r"train-labels-idx1-ubyte in .*: 41 bytes where its IDX header \(40,\) promises 48; the file is truncated")
 
 
 def test_an_idx_file_with_the_wrong_magic_number(here: Path, synthetic_mnist: Callable[..., Path]) -> None:

@@ -1,4 +1,4 @@
-"""Tests for alab.data: digits, splits, IDX parsing and checksums, real MNIST, fetching over HTTP."""
+"""Tests for alab.data: digits, splits, IDX parsing and checksums, real MNIST and its redistributed forms, fetching over HTTP."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import dataclasses
 import functools
 import gzip
 import hashlib
+import json
 import re
 import shutil
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -22,16 +23,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alab.data import DATASETS, balanced_initial, fetch_dataset, load_dataset, resolve_data_dir
-from alab.data.idx import IMAGES_MAGIC, LABELS_MAGIC, parse_idx, parse_idx_gz
-from alab.data.mnist import FILES, IDX_SOURCES
+from alab.data.idx import IMAGES_MAGIC, LABELS_MAGIC, gunzip, parse_idx
+from alab.data.mnist import FILES, IDX_SOURCES, idx_checksum
 from alab.data.splits import carve_validation
 from alab.errors import AlabError
+from test_cli import alab
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"
 needs_mnist = pytest.mark.skipif(
     not all((SHARED_MNIST / f).is_file() for f in FILES),
     reason=f"the MNIST IDX files are not at {SHARED_MNIST} (a shared/ folder beside the repository)",
 )
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist; .ci/run installs it
 
 
 def one_line(err: pytest.ExceptionInfo[AlabError]) -> str:
@@ -219,16 +222,17 @@ def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
 
 
 def write_idx_gz(path: Path, array: np.ndarray, magic: int | None = None) -> str:
-    """Write `array` as a gzip-compressed IDX file; return its SHA-256."""
-    path.write_bytes(gzip.compress(idx_bytes(array, magic)))
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """Write `array` as a gzip-compressed IDX file; return the SHA-256 of its IDX bytes (what a load checks)."""
+    data = idx_bytes(array, magic)
+    path.write_bytes(gzip.compress(data))
+    return hashlib.sha256(data).hexdigest()
 
 
 def test_idx_round_trip() -> None:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
     labels = rng.integers(0, 10, size=5, dtype=np.uint8)
-    np.testing.assert_array_equal(parse_idx_gz(gzip.compress(idx_bytes(images)), IMAGES_MAGIC, "x"), images)
+    np.testing.assert_array_equal(parse_idx(gunzip(gzip.compress(idx_bytes(images)), "x"), IMAGES_MAGIC, "x"), images)
     np.testing.assert_array_equal(parse_idx(idx_bytes(labels), LABELS_MAGIC, "y"), labels)
 
 
@@ -252,7 +256,7 @@ def test_idx_trailing_bytes_and_broken_gzip_are_refused() -> None:
         parse_idx(data + b"\x00", LABELS_MAGIC, "labels")
     packed = gzip.compress(data)
     with pytest.raises(AlabError) as err:
-        parse_idx_gz(packed[: len(packed) // 2], LABELS_MAGIC, "labels")
+        gunzip(packed[: len(packed) // 2], "labels")
     assert "gzip" in one_line(err)
 
 
@@ -261,7 +265,13 @@ class SyntheticIdx:
     directory: Path
     images: dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
-    sha256: dict[str, str]
+    sha256: dict[str, str]  # of each .gz file
+    idx_sha256: dict[str, str]  # of the IDX bytes inside it
+
+    def official(self, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Patch these files' checksums in as data set `name`'s official ones."""
+        source = dataclasses.replace(IDX_SOURCES[name], sha256=dict(self.sha256), idx_sha256=dict(self.idx_sha256))
+        monkeypatch.setitem(IDX_SOURCES, name, source)
 
 
 def write_synthetic(directory: Path, n_train: int = 40, n_test: int = 20) -> SyntheticIdx:
@@ -273,22 +283,23 @@ def write_synthetic(directory: Path, n_train: int = 40, n_test: int = 20) -> Syn
         for s, n in (("train", n_train), ("t10k", n_test))
     }
     labels = {s: rng.integers(0, 10, size=len(x), dtype=np.uint8) for s, x in images.items()}
-    sha256 = {}
+    idx_sha256 = {}
     for split in ("train", "t10k"):
-        sha256[f"{split}-images-idx3-ubyte.gz"] = write_idx_gz(
+        idx_sha256[f"{split}-images-idx3-ubyte.gz"] = write_idx_gz(
             directory / f"{split}-images-idx3-ubyte.gz", images[split]
         )
-        sha256[f"{split}-labels-idx1-ubyte.gz"] = write_idx_gz(
+        idx_sha256[f"{split}-labels-idx1-ubyte.gz"] = write_idx_gz(
             directory / f"{split}-labels-idx1-ubyte.gz", labels[split]
         )
-    return SyntheticIdx(directory, images, labels, sha256)
+    sha256 = {file: hashlib.sha256((directory / file).read_bytes()).hexdigest() for file in idx_sha256}
+    return SyntheticIdx(directory, images, labels, sha256, idx_sha256)
 
 
 @pytest.fixture
 def synthetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SyntheticIdx:
     """Synthetic files in tmp_path/mnist, made "official" by patching the expected checksums."""
     syn = write_synthetic(tmp_path / "mnist")
-    monkeypatch.setitem(IDX_SOURCES, "mnist", dataclasses.replace(IDX_SOURCES["mnist"], sha256=syn.sha256))
+    syn.official("mnist", monkeypatch)
     return syn
 
 
@@ -314,8 +325,8 @@ def test_fashion_mnist_uses_its_own_statistics_and_classes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     syn = write_synthetic(tmp_path / "fashion-mnist", n_train=12, n_test=6)
-    source = dataclasses.replace(IDX_SOURCES["fashion-mnist"], sha256=syn.sha256)
-    monkeypatch.setitem(IDX_SOURCES, "fashion-mnist", source)
+    syn.official("fashion-mnist", monkeypatch)
+    source = IDX_SOURCES["fashion-mnist"]
     d = load_dataset("fashion-mnist", data_dir=syn.directory)
     assert len(d.classes) == 10 and d.classes[0] == "T-shirt/top" and d.classes[9] == "Ankle boot"
     expected = (syn.images["train"][:, None].astype(np.float64) / 255 - source.mean) / source.std
@@ -332,15 +343,27 @@ def test_no_global_random_state_in_the_data_package() -> None:
 
 @pytest.mark.parametrize("file", FILES)
 def test_an_altered_byte_is_refused(synthetic: SyntheticIdx, file: str) -> None:
+    """One byte flipped in the IDX data, then compressed again: a sound gzip file whose data are not the official ones."""
     path = synthetic.directory / file
+    data = bytearray(gzip.decompress(path.read_bytes()))
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(gzip.compress(bytes(data)))
+    with pytest.raises(AlabError) as err:
+        load_dataset("mnist", data_dir=synthetic.directory)
+    message = one_line(err)
+    got = hashlib.sha256(bytes(data)).hexdigest()
+    assert file in message and synthetic.idx_sha256[file][:12] in message and got[:12] in message
+    assert "truncated or altered" in message
+
+
+def test_a_corrupt_gzip_stream_is_refused(synthetic: SyntheticIdx) -> None:
+    path = synthetic.directory / FILES[0]
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     path.write_bytes(bytes(raw))
     with pytest.raises(AlabError) as err:
         load_dataset("mnist", data_dir=synthetic.directory)
-    message = one_line(err)
-    got = hashlib.sha256(bytes(raw)).hexdigest()
-    assert file in message and synthetic.sha256[file][:12] in message and got[:12] in message
+    assert FILES[0] in one_line(err) and "gzip" in one_line(err)
 
 
 def test_a_truncated_file_is_refused(synthetic: SyntheticIdx) -> None:
@@ -355,9 +378,8 @@ def test_wrong_magic_with_a_matching_checksum_is_refused(
     synthetic: SyntheticIdx, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     file = "train-labels-idx1-ubyte.gz"
-    sha = write_idx_gz(synthetic.directory / file, synthetic.labels["train"], magic=IMAGES_MAGIC)
-    patched = dataclasses.replace(IDX_SOURCES["mnist"], sha256={**synthetic.sha256, file: sha})
-    monkeypatch.setitem(IDX_SOURCES, "mnist", patched)
+    synthetic.idx_sha256[file] = write_idx_gz(synthetic.directory / file, synthetic.labels["train"], magic=IMAGES_MAGIC)
+    synthetic.official("mnist", monkeypatch)
     with pytest.raises(AlabError) as err:
         load_dataset("mnist", data_dir=synthetic.directory)
     assert "magic" in one_line(err) and file in one_line(err)
@@ -365,9 +387,8 @@ def test_wrong_magic_with_a_matching_checksum_is_refused(
 
 def test_image_and_label_counts_must_agree(synthetic: SyntheticIdx, monkeypatch: pytest.MonkeyPatch) -> None:
     file = "t10k-labels-idx1-ubyte.gz"
-    sha = write_idx_gz(synthetic.directory / file, synthetic.labels["t10k"][:-1])
-    patched = dataclasses.replace(IDX_SOURCES["mnist"], sha256={**synthetic.sha256, file: sha})
-    monkeypatch.setitem(IDX_SOURCES, "mnist", patched)
+    synthetic.idx_sha256[file] = write_idx_gz(synthetic.directory / file, synthetic.labels["t10k"][:-1])
+    synthetic.official("mnist", monkeypatch)
     with pytest.raises(AlabError) as err:
         load_dataset("mnist", data_dir=synthetic.directory)
     assert "labels" in one_line(err)
@@ -415,6 +436,81 @@ def test_real_mnist(real_mnist) -> None:
     assert d.checksum == hashlib.sha256((SHARED_MNIST / "SHA256SUMS").read_bytes()).hexdigest()
 
 
+@functools.cache
+def official_idx(file: str) -> bytes:
+    """The IDX bytes inside the shared official MNIST file `file` (a .gz name), decompressed once per session."""
+    return gzip.decompress((SHARED_MNIST / file).read_bytes())
+
+
+def flipped(data: bytes) -> bytes:
+    """`data` with the lowest bit of its middle byte flipped."""
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :]
+
+
+def mnist_folder(directory: Path, forms: Sequence[str], altered: str | None = None) -> Path:
+    """The shared MNIST data written into `directory` as a redistribution would hold them.
+
+    Each file in every one of `forms`: "gz", compressed again without the file name in the gzip
+    header (as Debian's are) and at another level, so not the official bytes; "idx", uncompressed
+    (torchvision's raw/ folder holds both). The IDX data of file `altered` get one byte flipped.
+    """
+    directory.mkdir(parents=True)
+    for file in FILES:
+        data = flipped(official_idx(file)) if file == altered else official_idx(file)
+        if "gz" in forms:
+            (directory / file).write_bytes(gzip.compress(data, compresslevel=1, mtime=0))
+        if "idx" in forms:
+            (directory / file.removesuffix(".gz")).write_bytes(data)
+    return directory
+
+
+def assert_same_data(a, b) -> None:
+    for x, y in ((a.x_pool, b.x_pool), (a.y_pool, b.y_pool), (a.x_test, b.x_test), (a.y_test, b.y_test)):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+@needs_mnist
+@pytest.mark.parametrize("forms", [("gz",), ("idx",), ("gz", "idx")], ids=["recompressed", "uncompressed", "both"])
+def test_mnist_from_a_redistribution_is_the_official_data(real_mnist, tmp_path: Path, forms: tuple[str, ...]) -> None:
+    directory = mnist_folder(tmp_path / "mnist", forms)
+    if "gz" in forms:
+        raw = (directory / FILES[0]).read_bytes()
+        assert not raw[3] & 0x08, "the gzip header names no file (FNAME flag clear)"
+        assert hashlib.sha256(raw).hexdigest() != IDX_SOURCES["mnist"].sha256[FILES[0]]
+    d = load_dataset("mnist", data_dir=directory)
+    # the data set's identity in run.json is unchanged: a run started on the official files resumes here
+    assert d.checksum == real_mnist.checksum == idx_checksum(IDX_SOURCES["mnist"].sha256)
+    assert_same_data(d, real_mnist)
+
+
+@needs_mnist
+def test_the_uncompressed_file_is_read_when_both_are_there(real_mnist, tmp_path: Path) -> None:
+    file = "train-labels-idx1-ubyte.gz"
+    good_beside_bad = mnist_folder(tmp_path / "a", ("gz",), altered=file)
+    (good_beside_bad / file.removesuffix(".gz")).write_bytes(official_idx(file))
+    assert_same_data(load_dataset("mnist", data_dir=good_beside_bad), real_mnist)  # the altered .gz is never read
+    bad_beside_good = mnist_folder(tmp_path / "b", ("gz",))
+    (bad_beside_good / file.removesuffix(".gz")).write_bytes(flipped(official_idx(file)))
+    with pytest.raises(AlabError) as err:
+        load_dataset("mnist", data_dir=bad_beside_good)
+    assert f"train-labels-idx1-ubyte in {bad_beside_good} is truncated or altered" in one_line(err)
+
+
+@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason=f"no {DEBIAN_FASHION_MNIST}: apt-get install dataset-fashion-mnist")
+def test_a_run_on_debians_fashion_mnist(tmp_path: Path) -> None:
+    """Debian recompresses Zalando's files (no file name in the gzip header): the same data, the same identity."""
+    (tmp_path / "fast.toml").write_text("[backend]\nepochs = 1\nmin_steps = 20\n")
+    args = ["run", "--dataset", "fashion-mnist", "--data-dir", str(DEBIAN_FASHION_MNIST), "--rounds", "0", "--initial", "20",
+            "--pool-subsample", "100", "--samples", "2", "--config", str(tmp_path / "fast.toml")]  # fmt: skip
+    alab(*args, "--out", str(tmp_path / "run"), cwd=tmp_path, check=True)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["status"] == "finished"
+    assert info["dataset_checksum"] == idx_checksum(IDX_SOURCES["fashion-mnist"].sha256)
+    rows = (tmp_path / "run" / "curve.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("0,20,")
+
+
 # ---------------------------------------------------------------- fetch
 
 
@@ -459,6 +555,15 @@ def test_fetch_downloads_verifies_and_skips(tmp_path: Path) -> None:
         fetch_dataset("mnist", target, url=url, progress=False)
         assert len(requested) == 4  # all present and verified: nothing downloaded again
     assert leftovers(target) == []
+
+
+@needs_mnist
+def test_fetch_keeps_files_whose_data_are_official(tmp_path: Path) -> None:
+    target = mnist_folder(tmp_path / "mnist", ("gz",))
+    before = {file: (target / file).read_bytes() for file in FILES}
+    with serve(SHARED_MNIST) as (url, requested):
+        fetch_dataset("mnist", target, url=url, progress=False)
+    assert requested == [] and {file: (target / file).read_bytes() for file in FILES} == before
 
 
 @needs_mnist

@@ -14,7 +14,7 @@ from typing import BinaryIO
 from tqdm import tqdm
 
 from alab.data.dataset import resolve_data_dir
-from alab.data.idx import checksum_error
+from alab.data.idx import checksum_error, read_idx_bytes
 from alab.data.mnist import FILES, IDX_SOURCES
 from alab.errors import AlabError
 
@@ -27,8 +27,10 @@ def fetch_dataset(
 ) -> Path:
     """Download `name`'s four IDX files into its data directory (`resolve_data_dir`); return it.
 
-    `url` overrides the base URL of the mirror. A file already there with the official SHA-256 is kept;
-    each download goes to a temporary file in the same folder and is renamed only once verified.
+    `url` overrides the base URL of the mirror. A .gz file already there whose IDX data are the official
+    ones is kept (the official file, or a faithful recompression such as Debian's: what a load accepts);
+    each download must be the official .gz file itself, goes to a temporary file in the same folder
+    and is renamed only once verified.
     """
     if name not in IDX_SOURCES:
         raise AlabError(
@@ -40,18 +42,18 @@ def fetch_dataset(
     base = (url or source.url).rstrip("/") + "/"
     for file in FILES:
         target = directory / file
-        if target.is_file() and _sha256_of(target) == source.sha256[file]:
+        if target.is_file() and _holds_official_data(target, source.idx_sha256[file]):
             continue
         _download(base + file, target, source.sha256[file], progress)
     return directory
 
 
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _holds_official_data(path: Path, idx_sha256: str) -> bool:
+    """Whether the IDX bytes of `path` (decompressed) have the official SHA-256; a broken file does not."""
+    try:
+        return hashlib.sha256(read_idx_bytes(path)).hexdigest() == idx_sha256
+    except AlabError:
+        return False
 
 
 def _download(url: str, target: Path, sha256: str, progress: bool) -> None:
