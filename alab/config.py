@@ -110,7 +110,10 @@ class RunConfig:
     chunk_size: int = 1024  # pool items per scoring chunk
     autocast: str = "off"  # pool scoring's matrix products in low precision: off | bfloat16 | float16 (a GPU's tensor cores)
     pool_subsample: int = 0  # score a random subset of this many pool items each round (0: all)
-    validation: int = 0
+    validation: int = 0  # items carved from the training split by the seed (for backend.early_stopping)
+    pool_size: int = 0  # the pool: a random pool_size of the rest, drawn by the seed (0: all of it)
+    input_scaling: str = "default"  # default | standardize | unit (x / 255), for the IDX image sets
+    evaluation: str = "mc"  # test metrics from the K-sample predictive (mc) | the deterministic network (dropout off)
     backend: BackendConfig = field(default_factory=BackendConfig)
     classes: list[str] | None = None  # class names of a data set without its own (folder:PATH)
     target: str | None = None  # the column to predict of a user's table (csv:PATH): a regression run
@@ -120,9 +123,11 @@ class RunConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise AlabError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("rounds", "pool_subsample", "validation", "seed"):
+        for name in ("rounds", "pool_subsample", "validation", "seed", "pool_size"):
             if getattr(self, name) < 0:
                 raise AlabError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.evaluation not in ("mc", "deterministic"):
+            raise AlabError(f"evaluation must be mc or deterministic, got {self.evaluation!r}")
         if self.autocast not in AUTOCAST_DTYPES:
             raise AlabError(f"autocast must be one of {', '.join(AUTOCAST_DTYPES)}, got {self.autocast!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import inspect
 import io
 import json
 import platform
@@ -93,7 +94,7 @@ def build_parts(config: RunConfig) -> Parts:
     device = resolve_device(config.device)
     dataset = load_dataset(
         config.dataset, data_dir=config.data_dir, seed=config.seed, validation=config.validation, classes=config.classes,
-        target=config.target,
+        target=config.target, pool_size=config.pool_size, input_scaling=config.input_scaling,
     )  # fmt: skip
     task = task_for(dataset)
     check_oracle(config.oracle.name, OracleContext(dataset, None, dataset.classes, config.oracle.params, config.rounds))
@@ -106,7 +107,12 @@ def build_parts(config: RunConfig) -> Parts:
             f"{config.rounds} rounds of {config.query_size} after {config.initial} initial labels need "
             f"{config.final_labels} items, but the pool has {n_pool}; lower --rounds or --query-size"
         )
-    backend = factory(config.backend.params, input_shape=dataset.input_shape, device=device, **task.backend_kwargs())
+    kwargs = task.backend_kwargs()
+    if dataset.x_val is not None and "validation" in inspect.signature(factory).parameters:  # for early stopping
+        kwargs["validation"] = (dataset.x_val, task.targets(dataset.y_val.tolist()))
+    backend = factory(config.backend.params, input_shape=dataset.input_shape, device=device, **kwargs)
+    if config.evaluation == "deterministic" and not hasattr(backend, "mean_network"):
+        raise AlabError(f"evaluation = deterministic needs one mean network, which backend {config.backend.name!r} does not have; use evaluation = mc")
     params = getattr(backend, "params", None)
     if dataclasses.is_dataclass(params):  # write the backend's defaults into config.toml too
         config = dataclasses.replace(config, backend=BackendConfig(config.backend.name, dataclasses.asdict(params)))
@@ -408,7 +414,10 @@ def _score_and_select(
         networks, dataset.x_pool, candidates_N, acquisition, config.chunk_size, top_k=top_k, device=parts.device,
         autocast=None if autocast is None else getattr(torch, autocast),
     )  # fmt: skip
-    eval_networks = backend.sample_networks(config.samples, generator=round_generator(config.seed, r, "eval"))
+    if config.evaluation == "deterministic":
+        eval_networks = backend.mean_network()  # type: ignore[attr-defined]
+    else:
+        eval_networks = backend.sample_networks(config.samples, generator=round_generator(config.seed, r, "eval"))
     metrics = task.evaluate(eval_networks, config.chunk_size)
     row = {
         "round": r,

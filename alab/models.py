@@ -10,8 +10,10 @@ masks fold into K weight matrices and the K heads run as one wide matrix product
 from __future__ import annotations
 
 import copy
+import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +38,22 @@ def init_parameters(module: nn.Module, generator: torch.Generator) -> None:
                 nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
 
 
+def glorot_parameters(module: nn.Module, generator: torch.Generator) -> None:
+    """Keras' defaults for every Linear and Conv2d layer: Glorot-uniform weights, zero biases.
+
+    W ~ U(-b, b), b = sqrt(6 / (fan_in + fan_out)), fans counting the kernel's receptive field
+    (Glorot & Bengio 2010; Keras' `glorot_uniform`, the initialization of Gal et al. 2017's code).
+    """
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            nn.init.xavier_uniform_(layer.weight, generator=generator)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
+INITIALIZATIONS = {"torch": init_parameters, "glorot": glorot_parameters}
+
+
 def dropout_mask(shape: Sequence[int], p: float, generator: torch.Generator, device: torch.device) -> Tensor:
     """Inverted-dropout mask: 1/(1-p) where kept, 0 where dropped; drawn on the CPU for reproducibility."""
     keep = torch.rand(tuple(shape), generator=generator) >= p
@@ -49,19 +67,29 @@ StackedLayer = tuple[Tensor, Tensor]
 class DropoutHead(nn.Module):
     """Dense layers with dropout on each layer's input: h <- act(W_i (m_i * h) + b_i), ReLU between."""
 
-    def __init__(self, dims: Sequence[int], dropout: Sequence[float]) -> None:
+    def __init__(self, dims: Sequence[int], dropout: Sequence[float], groups: Sequence[int] | None = None) -> None:
+        """`groups[i]`: consecutive inputs of layer i that share one mask entry (1: plain dropout; the
+        positions of one channel of a flattened feature map: channel dropout, as `nn.Dropout2d`)."""
         super().__init__()
         if len(dropout) != len(dims) - 1:
             raise ValueError("one dropout rate per dense layer")
         self.dropout = tuple(float(p) for p in dropout)
+        self.groups = tuple(groups) if groups is not None else (1,) * len(self.dropout)
+        if len(self.groups) != len(self.dropout) or any(d % g for d, g in zip(dims[:-1], self.groups)):
+            raise ValueError("one mask group size per dense layer, dividing its input size")
         self.layers = nn.ModuleList(nn.Linear(d_in, d_out) for d_in, d_out in zip(dims[:-1], dims[1:]))
+
+    def _mask(self, i: int, n: int, generator: torch.Generator, device: torch.device) -> Tensor:
+        """Layer i's input mask for n networks or items: [n, D_in], each entry repeated over its group."""
+        p, g, d_in = self.dropout[i], self.groups[i], self.layers[i].in_features
+        return dropout_mask((n, d_in // g), p, generator, device).repeat_interleave(g, dim=1)
 
     def forward(self, features_N_D: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Logits [N, C]; with a generator, an independent dropout mask per item (training)."""
         h_N_D = features_N_D
         for i, (p, layer) in enumerate(zip(self.dropout, self.layers)):
             if generator is not None and p > 0:
-                h_N_D = h_N_D * dropout_mask(h_N_D.shape, p, generator, h_N_D.device)
+                h_N_D = h_N_D * self._mask(i, h_N_D.shape[0], generator, h_N_D.device)
             h_N_D = layer(h_N_D)
             if i < len(self.layers) - 1:
                 h_N_D = torch.relu(h_N_D)
@@ -70,7 +98,12 @@ class DropoutHead(nn.Module):
     def sample_masks(self, k: int, generator: torch.Generator) -> list[Tensor]:
         """K masks per layer, each [K, D_in], shared by every item scored with them."""
         device = self.layers[0].weight.device
-        return [dropout_mask((k, layer.in_features), p, generator, device) for p, layer in zip(self.dropout, self.layers)]
+        return [self._mask(i, k, generator, device) for i in range(len(self.layers))]
+
+    def masked(self, masks: Sequence[Tensor]) -> Callable[[Tensor], Tensor]:
+        """The K networks given by `masks`, folded once: features [N, D] (or [K, N, D]) -> logits [K, N, C]."""
+        layers = self.fold_masks(masks)
+        return lambda features: stacked_dense_forward(features, layers)
 
     def fold_masks(self, masks: Sequence[Tensor]) -> list[StackedLayer]:
         """The K masked networks as stacked dense layers: W_k = W * m_k (columns masked), b_k = b.
@@ -90,38 +123,96 @@ class DropoutHead(nn.Module):
         return stacked_dense_forward(features_N_D, self.fold_masks(masks))
 
 
-def stacked_dense_forward(features_N_D: Tensor, layers: Sequence[StackedLayer], *, batched: bool | None = None) -> Tensor:
-    """Logits [K, N, C] of K dense stacks h <- relu(W_k h + b_k) (no ReLU after the last) on shared inputs.
+def _stacked_linear(h_K_N_I: Tensor, weight_K_O_I: Tensor, bias_K_O: Tensor, batched: bool) -> Tensor:
+    """Layer k of K on input k: [K, N, I] -> [K, N, O], one product per network or one batched product."""
+    dtype = h_K_N_I.dtype
+    weight_K_I_O = weight_K_O_I.transpose(1, 2).to(dtype)
+    if batched:  # [K, N, I] @ [K, I, O] + [K, 1, O] -> [K, N, O]
+        return torch.baddbmm(bias_K_O[:, None, :].to(dtype), h_K_N_I, weight_K_I_O)
+    K, N, _ = h_K_N_I.shape
+    out_K_N_O = h_K_N_I.new_empty((K, N, weight_K_O_I.shape[1]))
+    for k in range(K):  # [N, I] @ [I, O] + [O] -> [N, O]; a row stride of K*I is fine for the BLAS
+        torch.addmm(bias_K_O[k].to(dtype), h_K_N_I[k], weight_K_I_O[k], out=out_K_N_O[k])
+    return out_K_N_O
 
-    The first layer of all K networks is one wide product [N, D] @ [D, K*H] (the weights, stacked
-    [K*H, D] and contiguous, are read transposed by the BLAS: no copy); the later, small layers are
-    one product per network on the CPU, where torch's batched product was far slower than K calls
-    of the plain one at these shapes (K=20, 256x128 @ 128x10: 15 ms against 0.4 ms), and one batched
-    product elsewhere. `batched` forces a branch (True: the batched product, False: one product per
-    network) so that both are tested on any device; None chooses by device. This is what any backend
-    whose K posterior samples share a trunk (MC dropout masks, weight draws of a stochastic head,
-    heads of an ensemble) should run.
+
+def stacked_dense_forward(features: Tensor, layers: Sequence[StackedLayer], *, batched: bool | None = None) -> Tensor:
+    """Logits [K, N, C] of K dense stacks h <- relu(W_k h + b_k) (no ReLU after the last).
+
+    `features` is [N, D], shared by the K networks, or [K, N, D], one input per network (after a
+    stochastic convolution, `ConvDropoutHead`). On shared inputs the first layer of all K networks is
+    one wide product [N, D] @ [D, K*H] (the weights, stacked [K*H, D] and contiguous, are read
+    transposed by the BLAS: no copy); the later, small layers are one product per network on the CPU,
+    where torch's batched product was far slower than K calls of the plain one at these shapes
+    (K=20, 256x128 @ 128x10: 15 ms against 0.4 ms), and one batched product elsewhere. `batched`
+    forces a branch (True: the batched product, False: one product per network) so that both are
+    tested on any device; None chooses by device. This is what any backend whose K posterior samples
+    share a trunk (MC dropout masks, weight draws of a stochastic head, heads of an ensemble) should run.
     """
     (weight_K_H_D, bias_K_H), *rest = layers
     K, H, D = weight_K_H_D.shape
-    N = features_N_D.shape[0]
-    dtype = features_N_D.dtype
+    dtype = features.dtype
     if batched is None:
-        batched = features_N_D.device.type != "cpu"
-    # [N, D] @ [D, K*H] + [K*H] -> [N, K*H]: the bias is added by the GEMM (beta = 1)
-    h_N_KH = torch.addmm(bias_K_H.reshape(K * H).to(dtype), features_N_D, weight_K_H_D.reshape(K * H, D).T.to(dtype))
-    h_K_N_H = h_N_KH.view(N, K, H).transpose(0, 1)  # a strided view, no copy
+        batched = features.device.type != "cpu"
+    if features.ndim == 3:
+        h_K_N_H = _stacked_linear(features, weight_K_H_D, bias_K_H, batched)
+    else:
+        N = features.shape[0]
+        # [N, D] @ [D, K*H] + [K*H] -> [N, K*H]: the bias is added by the GEMM (beta = 1)
+        h_N_KH = torch.addmm(bias_K_H.reshape(K * H).to(dtype), features, weight_K_H_D.reshape(K * H, D).T.to(dtype))
+        h_K_N_H = h_N_KH.view(N, K, H).transpose(0, 1)  # a strided view, no copy
     for weight_K_O_H, bias_K_O in rest:
-        h_K_N_H = torch.relu_(h_K_N_H)
-        weight_K_H_O = weight_K_O_H.transpose(1, 2).to(dtype)
-        if not batched:
-            out_K_N_O = h_K_N_H.new_empty((K, N, weight_K_O_H.shape[1]))
-            for k in range(K):  # [N, H] @ [H, O] + [O] -> [N, O]; a row stride of K*H is fine for the BLAS
-                torch.addmm(bias_K_O[k].to(dtype), h_K_N_H[k], weight_K_H_O[k], out=out_K_N_O[k])
-            h_K_N_H = out_K_N_O
-        else:  # [K, N, H] @ [K, H, O] + [K, 1, O] -> [K, N, O]
-            h_K_N_H = torch.baddbmm(bias_K_O[:, None, :].to(dtype), h_K_N_H, weight_K_H_O)
+        h_K_N_H = _stacked_linear(torch.relu_(h_K_N_H), weight_K_O_H, bias_K_O, batched)
     return h_K_N_H
+
+
+class ConvDropoutHead(nn.Module):
+    """A convolution with channel dropout on its input, max-pool 2, ReLU, flatten, then a `DropoutHead`.
+
+    Kirsch et al. 2019's BatchBALD CNN puts channel dropout (`nn.Dropout2d`) after each convolution.
+    A channel's mask entry is >= 0 and the same at all its positions, so it commutes with max-pooling
+    and ReLU: the mask after the first convolution is a mask on this convolution's input channels,
+    and the mask after this one is a mask on the dense layer's inputs, one channel at a time (the
+    `DropoutHead`'s first `groups` entry is the feature map's positions per channel). At scoring time
+    K input masks fold into K kernels, W_k[:, c] = W[:, c] m_k[c], run as one convolution with K
+    times the output channels; the dense layers then run per network (`stacked_dense_forward`).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dropout: float, dense: DropoutHead) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size)
+        self.dropout = float(dropout)
+        self.dense = dense
+
+    def forward(self, features_N_I_H_W: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Logits [N, C]; with a generator, independent channel and unit masks per item (training)."""
+        h = features_N_I_H_W
+        if generator is not None and self.dropout > 0:
+            h = h * dropout_mask((h.shape[0], h.shape[1], 1, 1), self.dropout, generator, h.device)
+        h = torch.relu(F.max_pool2d(self.conv(h), 2)).flatten(1)  # [N, O, h, w] -> [N, O*h*w], channel-major
+        return self.dense(h, generator)
+
+    def sample_masks(self, k: int, generator: torch.Generator) -> list[Tensor]:
+        """K masks: [K, in_channels] on the convolution's input, then the dense head's [K, D_in] per layer."""
+        device = self.conv.weight.device
+        return [dropout_mask((k, self.conv.in_channels), self.dropout, generator, device), *self.dense.sample_masks(k, generator)]
+
+    def masked(self, masks: Sequence[Tensor]) -> Callable[[Tensor], Tensor]:
+        """The K networks given by `masks`, folded once: features [N, I, H, W] -> logits [K, N, C]."""
+        mask_K_I, *dense_masks = masks
+        K = mask_K_I.shape[0]
+        weight = self.conv.weight.detach()
+        weight_KO_I_h_w = (weight[None] * mask_K_I[:, None, :, None, None]).flatten(0, 1)  # [K, O, I, h, w] -> [K*O, I, h, w]
+        bias_KO = self.conv.bias.detach().repeat(K)
+        dense = self.dense.masked(dense_masks)
+
+        def logits_K_N_C(features_N_I_H_W: Tensor) -> Tensor:
+            dtype = features_N_I_H_W.dtype
+            h = F.conv2d(features_N_I_H_W, weight_KO_I_h_w.to(dtype), bias_KO.to(dtype))  # [N, K*O, H', W']
+            h = torch.relu(F.max_pool2d(h, 2))
+            return dense(h.reshape(h.shape[0], K, -1).transpose(0, 1))  # [N, K*O, h, w] -> [K, N, O*h*w]
+
+        return logits_K_N_C
 
 
 def inference_trunk(trunk: nn.Module) -> Callable[[Tensor], Tensor]:
@@ -144,7 +235,7 @@ TASKS = ("classification", "regression")
 
 
 class Network(nn.Module):
-    """A deterministic trunk followed by a dropout head, for one task.
+    """A deterministic trunk followed by a dropout head (`DropoutHead` or `ConvDropoutHead`), for one task.
 
     classification: the head gives C logits; `output` is log_softmax, `loss` the cross-entropy.
     regression: the head gives 2 numbers, a mean and a raw variance (s2 = softplus(raw) + floor,
@@ -153,7 +244,7 @@ class Network(nn.Module):
     `loss` and sampling `output`: [K, N, C] log-probabilities or [K, N, 2] (mean, raw variance).
     """
 
-    def __init__(self, trunk: nn.Module, head: DropoutHead, task: str = "classification") -> None:
+    def __init__(self, trunk: nn.Module, head: DropoutHead | ConvDropoutHead, task: str = "classification") -> None:
         super().__init__()
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -179,20 +270,51 @@ ModelFactory = Callable[[tuple[int, ...], int], Network]
 MODELS: Registry[ModelFactory] = Registry("model")
 
 
+def _image_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    if len(input_shape) != 3:
+        raise AlabError(f"model {name} needs image inputs (channels, height, width), got shape {input_shape}; use model = 'mlp'")
+    return input_shape  # type: ignore[return-value]
+
+
 @MODELS.register("gal_cnn")
-def gal_cnn(input_shape: tuple[int, ...], num_classes: int) -> Network:
-    """Gal et al. 2017's CNN for 28x28 images: conv32-4, conv32-4, maxpool 2, dropout .25, dense 128, dropout .5."""
-    channels, height, width = input_shape
+def gal_cnn(input_shape: tuple[int, ...], num_classes: int, kernel_size: int = 4) -> Network:
+    """Gal et al. 2017's CNN for 28x28 images: conv32-4, conv32-4, maxpool 2, dropout .25, dense 128, dropout .5.
+
+    `kernel_size`: 4 in the paper's text and its 10-per-round scripts, 3 in the scripts of Table 1.
+    """
+    channels, height, width = _image_shape("gal_cnn", input_shape)
+    if kernel_size < 1 or 2 * (kernel_size - 1) >= min(height, width):
+        raise AlabError(f"model_options.kernel_size must be between 1 and {min(height, width) // 2} for {height}x{width} images, got {kernel_size}")
     trunk = nn.Sequential(
-        nn.Conv2d(channels, 32, 4), nn.ReLU(), nn.Conv2d(32, 32, 4), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten()
+        nn.Conv2d(channels, 32, kernel_size), nn.ReLU(), nn.Conv2d(32, 32, kernel_size), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten()
     )
-    flat = 32 * ((height - 6) // 2) * ((width - 6) // 2)
+    shrink = 2 * (kernel_size - 1)
+    flat = 32 * ((height - shrink) // 2) * ((width - shrink) // 2)
     return Network(trunk, DropoutHead([flat, 128, num_classes], [0.25, 0.5]))
+
+
+@MODELS.register("kirsch_cnn")
+def kirsch_cnn(input_shape: tuple[int, ...], num_classes: int) -> Network:
+    """Kirsch et al. 2019's BatchBALD CNN: conv32-5, conv64-5 (channel dropout .5, maxpool 2, ReLU each), dense 128, dropout .5.
+
+    Layer for layer BlackHC/BatchBALD `src/mnist_model.py` (BayesianNet): conv1 -> Dropout2d -> pool -> relu
+    -> conv2 -> Dropout2d -> pool -> relu -> fc1 -> dropout -> relu -> fc2, all p = 0.5 (`ConvDropoutHead`).
+    """
+    channels, height, width = _image_shape("kirsch_cnn", input_shape)
+    h1, w1 = (height - 4) // 2, (width - 4) // 2
+    h2, w2 = (h1 - 4) // 2, (w1 - 4) // 2
+    if min(h2, w2) < 1:
+        raise AlabError(f"model kirsch_cnn needs images of at least 16x16, got {height}x{width}")
+    trunk = nn.Sequential(nn.Conv2d(channels, 32, 5), nn.MaxPool2d(2), nn.ReLU())
+    dense = DropoutHead([64 * h2 * w2, 128, num_classes], [0.5, 0.5], groups=[h2 * w2, 1])
+    return Network(trunk, ConvDropoutHead(32, 64, 5, 0.5, dense))
 
 
 @MODELS.register("mlp")
 def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: int = 128, p: float = 0.5) -> Network:
     """An MLP for vectors (and flattened small images): dense 128, dropout .5, dense 128, dropout .5."""
+    if hidden < 1 or not 0 <= p < 1:
+        raise AlabError(f"model_options: hidden must be at least 1 and p in [0, 1), got hidden = {hidden}, p = {p}")
     trunk = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), hidden), nn.ReLU())
     return Network(trunk, DropoutHead([hidden, hidden, num_classes], [p, p]))
 
@@ -203,22 +325,45 @@ def mlp_regression(input_shape: tuple[int, ...], num_outputs: int) -> Network:
     return mlp(input_shape, num_outputs, p=0.1)
 
 
+def check_model_options(name: str, options: Mapping[str, Any]) -> None:
+    """AlabError unless every key of `options` is a keyword of model `name`'s factory, of its default's type."""
+    factory = MODELS.get(name)
+    keywords = {k: v.default for k, v in list(inspect.signature(factory).parameters.items())[2:]}
+    for key, value in options.items():
+        if key not in keywords:
+            valid = ", ".join(keywords) or "none"
+            raise AlabError(f"unknown key backend.model_options.{key} for model {name}; valid keys: {valid}")
+        default = keywords[key]
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) if isinstance(default, float) else type(value) is type(default)
+        if not ok:
+            raise AlabError(f"backend.model_options.{key} must be {type(default).__name__}, got {value!r}")
+
+
 def build_model(
-    name: str, input_shape: tuple[int, ...], num_classes: int, generator: torch.Generator, task: str = "classification"
+    name: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    generator: torch.Generator,
+    task: str = "classification",
+    *,
+    init: str = "torch",
+    options: Mapping[str, Any] | None = None,
 ) -> Network:
     """The named network ('auto': the Gal CNN for 1x28x28 images, else the MLP), initialized from `generator`.
 
     For task "regression" the head has 2 outputs (mean, raw variance), whatever `num_classes` says,
-    and 'auto' is the MLP with dropout .1.
+    and 'auto' is the MLP with dropout .1. `init`: "torch" (PyTorch's defaults) or "glorot" (Keras');
+    `options`: the factory's keywords (`model_options` of a backend), checked by `check_model_options`.
     """
     if name == "auto":
         name = "mlp_regression" if task == "regression" else "gal_cnn" if tuple(input_shape) == (1, 28, 28) else "mlp"
-    factory = MODELS.get(name)
-    if name == "gal_cnn" and len(input_shape) != 3:
-        raise AlabError(f"model gal_cnn needs image inputs (channels, height, width), got shape {input_shape}; use model = 'mlp'")
+    options = dict(options or {})
+    check_model_options(name, options)
+    if init not in INITIALIZATIONS:
+        raise AlabError(f"backend.init must be one of {', '.join(INITIALIZATIONS)}, got {init!r}")
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    network = factory(tuple(input_shape), 2 if task == "regression" else num_classes)
+    network = MODELS.get(name)(tuple(input_shape), 2 if task == "regression" else num_classes, **options)
     network.task = task
-    init_parameters(network, generator)
+    INITIALIZATIONS[init](network, generator)
     return network

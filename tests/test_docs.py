@@ -23,6 +23,8 @@ def _value(text: str) -> object:
     text = text.strip().strip("`")
     if text in ("true", "false"):
         return text == "true"
+    if text == "{}":
+        return {}
     try:
         return float(text)
     except ValueError:
@@ -44,7 +46,7 @@ def documented_defaults(section: str) -> dict[str, object]:
 
 @pytest.mark.parametrize(("section", "params"), [("mc_dropout", MCDropoutParams), ("ensemble", EnsembleParams), ("vi", VIParams)])
 def test_backend_defaults_in_the_docs_are_the_code_defaults(section: str, params: type) -> None:
-    code = {f.name: f.default for f in dataclasses.fields(params)}
+    code = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default for f in dataclasses.fields(params)}  # type: ignore[misc]
     code = {k: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for k, v in code.items()}
     assert documented_defaults(section) == code
 

@@ -7,6 +7,7 @@ quantities such as BatchBALD need and what lets K networks run as one matrix pro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -37,24 +38,59 @@ def predict_log_probs(backend: Backend, x: Tensor, k: int, *, generator: torch.G
     return backend.sample_networks(k, generator=generator)(x)
 
 
-def minibatches(
-    n: int, batch_size: int, *, epochs: int, min_steps: int, generator: torch.Generator, device: torch.device, desc: str
-) -> Iterator[Tensor]:
-    """Indices of full minibatches, reshuffled each epoch from `generator`, with a progress bar.
+SCHEDULES = ("full", "keras", "resampled")
 
-    Steps = max(min_steps, epochs * floor(N / B)), B = min(batch_size, N). Every batch is full: the
-    N mod B items an epoch leaves out differ from epoch to epoch. A ragged last batch (2 items at
-    N = 130, B = 64) makes a noisy final Adam step that cost up to 10 points of accuracy.
+
+def _epoch_shape(n: int, batch_size: int, schedule: str, epoch_samples: int) -> tuple[int, int]:
+    """(draws, batches) of one epoch of `schedule` (see `epoch_batches`)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    draws = max(epoch_samples, n) if schedule == "resampled" else n
+    return draws, n // batch_size if schedule == "full" else math.ceil(draws / batch_size)
+
+
+def epoch_batches(
+    n: int, batch_size: int, *, epochs: int, min_steps: int, generator: torch.Generator, device: torch.device,
+    schedule: str = "full", epoch_samples: int = 0,
+) -> Iterator[list[Tensor]]:  # fmt: skip
+    """The minibatches (index tensors) of each epoch in turn, reshuffled each epoch from `generator`.
+
+    Steps = max(min_steps, epochs * batches per epoch), B = min(batch_size, N); the last epoch may stop
+    part way. Batches per epoch, by `schedule`:
+      full       floor(N / B): every batch full, the N mod B items an epoch leaves out differ from
+                 epoch to epoch. A ragged last batch (2 items at N = 130, B = 64) makes a noisy final
+                 Adam step that cost up to 10 points of accuracy.
+      keras      ceil(N / B), the last one ragged (Keras' fit, as in Gal et al. 2017's code).
+      resampled  ceil(E / B) over randperm(E) mod N, E = max(`epoch_samples`, N): every label seen
+                 floor(E / N) or ceil(E / N) times an epoch, whatever N (BlackHC/BatchBALD's
+                 RandomFixedLengthSampler, E = 5056; src/random_fixed_length_sampler.py).
     """
     batch_size = min(batch_size, n)
-    batches_per_epoch = n // batch_size
-    steps = max(min_steps, epochs * batches_per_epoch)
-    order_N = torch.empty(0, dtype=torch.long)
-    for step in tqdm(range(steps), desc=desc, leave=False, disable=None, mininterval=0.5):
-        start = (step % batches_per_epoch) * batch_size
-        if start == 0:
-            order_N = torch.randperm(n, generator=generator).to(device)
-        yield order_N[start : start + batch_size]
+    draws, per_epoch = _epoch_shape(n, batch_size, schedule, epoch_samples)
+    steps = max(min_steps, epochs * per_epoch)
+    while steps > 0:
+        order = torch.randperm(draws, generator=generator)
+        order = (order % n if schedule == "resampled" else order).to(device)
+        batches = [order[i * batch_size : (i + 1) * batch_size] for i in range(min(per_epoch, steps))]
+        steps -= len(batches)
+        yield batches
+
+
+def minibatches(
+    n: int, batch_size: int, *, epochs: int, min_steps: int, generator: torch.Generator, device: torch.device, desc: str,
+    schedule: str = "full", epoch_samples: int = 0,
+) -> Iterator[Tensor]:  # fmt: skip
+    """The batches of `epoch_batches`, one after another, with a progress bar."""
+    total = max(min_steps, epochs * _epoch_shape(n, min(batch_size, n), schedule, epoch_samples)[1])
+    bar = tqdm(total=total, desc=desc, leave=False, disable=None, mininterval=0.5)
+    with bar:
+        for epoch in epoch_batches(
+            n, batch_size, epochs=epochs, min_steps=min_steps, generator=generator, device=device,
+            schedule=schedule, epoch_samples=epoch_samples,
+        ):  # fmt: skip
+            for batch in epoch:
+                yield batch
+                bar.update()
 
 
 # name -> factory(params: dict, *, input_shape, num_classes, device) -> Backend

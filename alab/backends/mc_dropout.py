@@ -8,39 +8,85 @@ every item: K whole networks, folded into the head's weights (see `alab.models`)
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import copy
+import math
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from alab.backends.base import BACKENDS, SampledNetworks, minibatches
+from alab.backends.base import BACKENDS, SCHEDULES, SampledNetworks, epoch_batches
 from alab.config import from_mapping
 from alab.errors import AlabError
-from alab.models import Network, build_model, inference_trunk, stacked_dense_forward
+from alab.models import ConvDropoutHead, Network, build_model, inference_trunk
+
+
+WEIGHT_DECAY_ON = ("all", "head_first_weight")
 
 
 @dataclass(frozen=True)
 class MCDropoutParams:
     """Hyperparameters of the MC dropout backend (the `[backend]` table of a recipe)."""
 
-    model: str = "auto"  # gal_cnn | mlp | mlp_regression | auto (gal_cnn for 1x28x28 images, mlp_regression for regression, else mlp)
+    model: str = "auto"  # gal_cnn | kirsch_cnn | mlp | mlp_regression | auto (gal_cnn for 1x28x28 images, mlp_regression for regression, else mlp)
+    model_options: dict[str, Any] = field(default_factory=dict)  # the model's own keywords, e.g. { kernel_size = 3 } for gal_cnn
+    init: str = "torch"  # torch (PyTorch's defaults) | glorot (Keras': Glorot-uniform weights, zero biases)
     epochs: int = 50  # passes over the labeled set ...
     min_steps: int = 1000  # ... but at least this many gradient steps (small labeled sets)
     batch_size: int = 64
+    schedule: str = "full"  # minibatches: full (floor(N/B) full batches an epoch) | keras (ceil(N/B), the last ragged) | resampled
+    epoch_samples: int = 5056  # schedule = "resampled": an epoch is this many draws of the labeled set (Kirsch et al. 2019)
+    early_stopping: int = 0  # patience in epochs on the validation set's accuracy (0: off; needs validation = N)
     lr: float = 1e-3  # Adam
     weight_decay: float = 0.1  # c in the L2 penalty (c / N) * ||w||^2, N = labeled set size
+    weight_decay_on: str = "all"  # all weights and biases | head_first_weight (Gal et al.'s code: the Dense-128 kernel)
     warm_start: bool = False  # continue from last round's weights instead of a fresh initialization
     masks: str = "shared"  # scoring: K masks shared by every item (K whole networks) | per_item
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "min_steps", "batch_size"):
+        for name in ("epochs", "min_steps", "batch_size", "early_stopping"):
             if getattr(self, name) < 0 or (name == "batch_size" and self.batch_size == 0):
                 raise AlabError(f"backend.{name} must be positive, got {getattr(self, name)}")
         if self.masks not in ("shared", "per_item"):
             raise AlabError(f"backend.masks must be 'shared' or 'per_item', got {self.masks!r}")
         if self.lr <= 0 or self.weight_decay < 0:
             raise AlabError("backend.lr must be > 0 and backend.weight_decay >= 0")
+        if self.schedule not in SCHEDULES:
+            raise AlabError(f"backend.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.epoch_samples < 1:
+            raise AlabError(f"backend.epoch_samples must be at least 1, got {self.epoch_samples}")
+        if self.weight_decay_on not in WEIGHT_DECAY_ON:
+            raise AlabError(f"backend.weight_decay_on must be one of {', '.join(WEIGHT_DECAY_ON)}, got {self.weight_decay_on!r}")
+        if self.early_stopping and not self.epochs:
+            raise AlabError("backend.early_stopping needs backend.epochs > 0: the most epochs to train")
+
+
+def _parameter_groups(network: Network, params: MCDropoutParams, n: int) -> list[dict[str, Any]]:
+    """Adam's parameter groups: L2 (c/N)||w||^2 on every weight, or on the head's first dense kernel only.
+
+    Keras' l2(c/N) adds (c/N) * w^2 to the loss; Adam's weight_decay adds wd * w to the gradient,
+    so wd = 2c/N. Gal et al.'s code puts it on the Dense-128 kernel alone (`W_regularizer`).
+    """
+    decay = 2 * params.weight_decay / n
+    if params.weight_decay_on == "all":
+        return [{"params": list(network.parameters()), "weight_decay": decay}]
+    first = network.head.dense.layers[0] if isinstance(network.head, ConvDropoutHead) else network.head.layers[0]
+    rest = [p for p in network.parameters() if p is not first.weight]
+    return [{"params": [first.weight], "weight_decay": decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def _validation_score(network: Network, validation: tuple[Tensor, Tensor]) -> float:
+    """The deterministic network's accuracy on the validation set (regression: minus its mean loss)."""
+    x_V, y_V = validation
+    network.eval()
+    with torch.no_grad():
+        raw_V_O = torch.cat([network(x_V[i : i + 1024]) for i in range(0, len(x_V), 1024)])
+    network.train()
+    if network.task == "classification":
+        return float((raw_V_O.argmax(dim=1) == y_V).double().mean())
+    return -float(network.loss(raw_V_O, y_V))
 
 
 def train_classifier(
@@ -50,31 +96,50 @@ def train_classifier(
     params: MCDropoutParams,
     generator: torch.Generator,
     *,
+    validation: tuple[Tensor, Tensor] | None = None,
     desc: str = "train",
 ) -> None:
     """Adam on the network's mean loss (cross-entropy, or Gaussian NLL for regression) plus (c/N)||w||^2.
 
-    Minibatches drawn from `generator`.
-
-    Full minibatches (`minibatches`); dropout masks drawn per item from `generator`.
+    Minibatches by `params.schedule` (`epoch_batches`), dropout masks per item, both from `generator`.
+    With `params.early_stopping` = P and a validation set: after each epoch the deterministic
+    network's validation accuracy; training stops after P epochs without a better one and the best
+    epoch's weights are kept (Kirsch et al. 2019's code: ignite's EarlyStopping, patience 3,
+    restoring the best).
     """
     n = x_N.shape[0]
-    # Keras' l2(c/N) adds (c/N) * w^2 to the loss; Adam's weight_decay adds wd * w to the gradient.
-    optimizer = torch.optim.Adam(network.parameters(), lr=params.lr, weight_decay=2 * params.weight_decay / n)
+    optimizer = torch.optim.Adam(_parameter_groups(network, params, n), lr=params.lr)
     network.train()
-    batches = minibatches(
-        n, params.batch_size, epochs=params.epochs, min_steps=params.min_steps, generator=generator, device=x_N.device, desc=desc
-    )
-    for batch in batches:
-        loss = network.loss(network(x_N[batch], generator), y_N[batch])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    epochs = epoch_batches(
+        n, params.batch_size, epochs=params.epochs, min_steps=params.min_steps, generator=generator, device=x_N.device,
+        schedule=params.schedule, epoch_samples=params.epoch_samples,
+    )  # fmt: skip
+    stopping = validation is not None and params.early_stopping > 0
+    best_score, best_state, patience = -math.inf, None, params.early_stopping
+    for epoch in tqdm(epochs, desc=desc, leave=False, disable=None, mininterval=0.5):
+        for batch in epoch:
+            loss = network.loss(network(x_N[batch], generator), y_N[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if stopping:
+            score = _validation_score(network, validation)  # type: ignore[arg-type]
+            if score > best_score:
+                best_score, best_state, patience = score, copy.deepcopy(network.state_dict()), params.early_stopping
+            else:
+                patience -= 1
+                if patience == 0:
+                    break
+    if best_state is not None:
+        network.load_state_dict(best_state)
     network.eval()
 
 
 class MCDropoutBackend:
-    """MC dropout classifier: a `Network` trained with dropout, sampled by K shared dropout masks."""
+    """MC dropout classifier: a `Network` trained with dropout, sampled by K shared dropout masks.
+
+    `validation` (x [V, ...], targets [V]): the run's validation set, for `early_stopping`.
+    """
 
     def __init__(
         self,
@@ -84,26 +149,35 @@ class MCDropoutBackend:
         num_classes: int,
         device: torch.device,
         task: str = "classification",
+        validation: tuple[Tensor, Tensor] | None = None,
     ) -> None:
         self.params = params
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
         self.device = device
         self.task = task
+        if params.early_stopping and validation is None:
+            raise AlabError("backend.early_stopping needs a validation set: set validation = N in the run (Kirsch et al. 2019 use 1024)")
+        self.validation = None if validation is None else (validation[0].to(device), validation[1].to(device))
         self.network_: Network | None = None
-        build_model(params.model, self.input_shape, num_classes, torch.Generator(), task)  # a bad model or shape: refused now, before a run starts
+        self._build(torch.Generator())  # a bad model, option or shape: refused now, before a run starts
+
+    def _build(self, generator: torch.Generator) -> Network:
+        p = self.params
+        return build_model(p.model, self.input_shape, self.num_classes, generator, self.task, init=p.init, options=p.model_options)
 
     def fit(self, x: Tensor, y: Tensor, *, generator: torch.Generator) -> MCDropoutBackend:
         if self.network_ is None or not self.params.warm_start:
-            self.network_ = build_model(self.params.model, self.input_shape, self.num_classes, generator, self.task).to(self.device)
-        train_classifier(self.network_, x.to(self.device), y.to(self.device), self.params, generator)
+            self.network_ = self._build(generator).to(self.device)
+        train_classifier(self.network_, x.to(self.device), y.to(self.device), self.params, generator, validation=self.validation)
         return self
 
     def sample_networks(self, k: int, *, generator: torch.Generator) -> SampledNetworks:
         """K networks given by K dropout masks, shared by every item (or fresh masks per item).
 
-        Shared masks are folded into the head's weights once, here; each call then runs the trunk
-        once (channels-last) and the K heads as one wide matrix product (`stacked_dense_forward`).
+        Shared masks are folded into the head's weights once, here (`DropoutHead.masked`,
+        `ConvDropoutHead.masked`); each call then runs the trunk once (channels-last) and the K heads
+        as one wide product.
         """
         network = self._fitted()
         trunk = inference_trunk(network.trunk)
@@ -111,27 +185,39 @@ class MCDropoutBackend:
 
             @torch.no_grad()
             def per_item_log_probs_K_N_C(x: Tensor) -> Tensor:
-                features_N_D = trunk(x.to(self.device))
-                logits_K_N_C = torch.stack([network.head(features_N_D, generator) for _ in range(k)])
+                features = trunk(x.to(self.device))
+                logits_K_N_C = torch.stack([network.head(features, generator) for _ in range(k)])
                 return network.output(logits_K_N_C.float())
 
             return per_item_log_probs_K_N_C
         with torch.no_grad():  # samples of the posterior predict; they are never trained
-            layers = network.head.fold_masks(network.head.sample_masks(k, generator))
+            heads_K = network.head.masked(network.head.sample_masks(k, generator))
 
         @torch.no_grad()
         def log_probs_K_N_C(x: Tensor) -> Tensor:
-            features_N_D = trunk(x.to(self.device))
-            return network.output(stacked_dense_forward(features_N_D, layers).float())
+            return network.output(heads_K(trunk(x.to(self.device))).float())
 
         return log_probs_K_N_C  # regression: [K, N, 2] (mean, raw variance)
+
+    def mean_network(self) -> SampledNetworks:
+        """The deterministic network (dropout off, the weights as trained: inverted dropout needs no rescaling), as K = 1.
+
+        What Keras' `model.evaluate` measures, and so what Gal et al. 2017's test accuracies are.
+        """
+        network = self._fitted()
+        trunk = inference_trunk(network.trunk)
+
+        @torch.no_grad()
+        def log_probs_1_N_C(x: Tensor) -> Tensor:
+            return network.output(network.head(trunk(x.to(self.device))).float())[None]
+
+        return log_probs_1_N_C
 
     def state_dict(self) -> dict[str, Any]:
         return {"params": asdict(self.params), "network": self._fitted().state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        generator = torch.Generator().manual_seed(0)  # weights are overwritten just below
-        self.network_ = build_model(self.params.model, self.input_shape, self.num_classes, generator, self.task).to(self.device)
+        self.network_ = self._build(torch.Generator().manual_seed(0)).to(self.device)  # weights are overwritten just below
         self.network_.load_state_dict(state["network"])
         self.network_.eval()
 
@@ -143,8 +229,15 @@ class MCDropoutBackend:
 
 @BACKENDS.register("mc_dropout", "MC dropout (Gal & Ghahramani 2016): K shared dropout masks, retrained each round")
 def make_mc_dropout(
-    params: dict[str, Any], *, input_shape: tuple[int, ...], num_classes: int, device: torch.device, task: str = "classification"
+    params: dict[str, Any],
+    *,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    device: torch.device,
+    task: str = "classification",
+    validation: tuple[Tensor, Tensor] | None = None,
 ) -> MCDropoutBackend:
     return MCDropoutBackend(
-        from_mapping(MCDropoutParams, params, "backend"), input_shape=input_shape, num_classes=num_classes, device=device, task=task
-    )
+        from_mapping(MCDropoutParams, params, "backend"), input_shape=input_shape, num_classes=num_classes, device=device,
+        task=task, validation=validation,
+    )  # fmt: skip

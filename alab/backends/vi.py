@@ -301,6 +301,17 @@ class VIBackend:
 
         return log_probs_K_N_C
 
+    def mean_network(self) -> SampledNetworks:
+        """The network at the posterior means, as K = 1: log_probs [1, N, C]."""
+        network = self._fitted()
+        means = [(layer.weight.detach()[None], layer.bias.detach()[None]) for layer in network.bayesian()]
+
+        def log_probs_1_N_C(x: Tensor) -> Tensor:
+            with torch.no_grad():
+                return torch.log_softmax(network.forward_sampled(x.to(self.device), means), dim=-1)
+
+        return log_probs_1_N_C
+
     def state_dict(self) -> dict[str, Any]:
         return {"params": asdict(self.params), "network": self._fitted().state_dict()}
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alab.data.splits import carve_validation
+from alab.data.splits import carve_validation, subsample_pool
 from alab.errors import AlabError
 from alab.registry import Registry
 
@@ -55,6 +55,7 @@ class Splits:
     classes: tuple[str, ...]
     checksum: str
     task: str = "classification"  # "regression": y float32 targets, classes ()
+    input_scaling: str = "default"  # the scaling the loader applied, when it offers a choice (IDX images)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class DataRequest:
     data_dir: Path | None
     classes: tuple[str, ...] | None = None  # class names given by the user (data sets without their own)
     target: str | None = None  # the target column of a user's table (csv:PATH --target COL)
+    input_scaling: str = "default"  # "standardize" or "unit" for the loaders that offer both (IDX images)
 
     def directory(self) -> Path:
         """The data directory for this data set (see `resolve_data_dir`)."""
@@ -93,6 +95,8 @@ def load_dataset(
     validation: int = 0,
     classes: tuple[str, ...] | list[str] | None = None,
     target: str | None = None,
+    pool_size: int = 0,
+    input_scaling: str = "default",
 ) -> Dataset:
     """Load data set `name`; `validation` items drawn from its training split by `seed`, the rest is the pool.
 
@@ -100,6 +104,10 @@ def load_dataset(
     `classes` names the classes of a data set without its own (`folder:PATH`); given for any other
     data set, it must match the data set's classes. `target` names the target column of `csv:PATH`.
     A regression data set's target statistics come from its pool (after the validation carve-out).
+    `pool_size` > 0: the pool is a random `pool_size` of what is left after the validation set,
+    drawn by `seed` (Gal et al. 2017's code draws its pool of 40,000 from the 60,000 training images).
+    `input_scaling`: "default" (the data set's usual), or "standardize" / "unit" where the loader
+    offers the choice; AlabError where it does not.
     """
     if seed < 0:
         raise AlabError(f"seed must be a non-negative integer, got {seed}")
@@ -111,8 +119,11 @@ def load_dataset(
         data_dir=None if data_dir is None else Path(data_dir),
         classes=None if classes is None else tuple(classes),
         target=target,
+        input_scaling=input_scaling,
     )
     splits = DATASETS.get(key)(request)
+    if input_scaling != "default" and splits.input_scaling != input_scaling:
+        raise AlabError(f"input_scaling = {input_scaling!r} is not offered by {name} (only by the IDX image sets: mnist, fashion-mnist, repeated-mnist); remove it")
     if classes is not None and tuple(classes) != splits.classes:
         raise AlabError(f"--classes {','.join(classes)} does not match {name}'s classes {','.join(splits.classes)}; leave it out")
 
@@ -129,6 +140,11 @@ def load_dataset(
         pool_I, val_V = torch.from_numpy(pool_idx), torch.from_numpy(val_idx)
         x_pool, y_pool = splits.x_train[pool_I], splits.y_train[pool_I]
         x_val, y_val = splits.x_train[val_V], splits.y_train[val_V]
+    if pool_size:
+        if pool_size > len(y_pool):
+            raise AlabError(f"pool_size = {pool_size} is more than the {len(y_pool)} items left for the pool of {name}; lower it (0: all)")
+        pool_P = torch.from_numpy(subsample_pool(len(y_pool), pool_size, seed))
+        x_pool, y_pool = x_pool[pool_P], y_pool[pool_P]
     target_mean, target_std = 0.0, 1.0
     if splits.task == "regression":
         target_mean, target_std = float(y_pool.double().mean()), float(y_pool.double().std())

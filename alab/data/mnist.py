@@ -1,11 +1,13 @@
 """MNIST and Fashion-MNIST from their IDX files (.gz or uncompressed), each verified against its official SHA-256.
 
 Pool: the 60,000 training images (less the run's validation items); test: the official 10,000.
-Images are scaled to [0, 1], then standardized with the data set's usual mean and std: [N, 1, 28, 28].
+Images are scaled to [0, 1], then standardized with the data set's usual mean and std (or, with
+input_scaling = "unit", left in [0, 1]): [N, 1, 28, 28].
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -105,11 +107,15 @@ def idx_checksum(sha256: Mapping[str, str]) -> str:
     return hashlib.sha256(listing.encode()).hexdigest()
 
 
-def load_idx(name: str, directory: Path) -> Splits:
+def load_idx(name: str, directory: Path, input_scaling: str = "default") -> Splits:
     """The official train/test split of IDX data set `name` from `directory`, every file checksum-verified.
 
-    Each file is read uncompressed if present, else as .gz (`alab.data.idx.idx_path`).
+    Each file is read uncompressed if present, else as .gz (`alab.data.idx.idx_path`). Pixels are
+    standardized ("default", "standardize": (x / 255 - mean) / std, the usual in PyTorch and in
+    Kirsch et al. 2019) or scaled to [0, 1] ("unit": x / 255, as in Gal et al. 2017's Keras code).
     """
+    if input_scaling not in ("default", "standardize", "unit"):
+        raise AlabError(f"input_scaling for {name} must be default, standardize or unit, got {input_scaling!r}")
     source = IDX_SOURCES[name]
     fix = f"run `alab datasets fetch {name}` or pass --data-dir DIR holding the four official IDX files (.gz or not)"
     if not directory.is_dir():
@@ -139,21 +145,21 @@ def load_idx(name: str, directory: Path) -> Splits:
             )
     if x_train.shape[1:] != x_test.shape[1:]:
         raise AlabError(f"{name}: train images are {x_train.shape[1:]} but test images {x_test.shape[1:]}")
-    return splits_from_numpy(
-        _standardize(x_train, source),
-        y_train,
-        _standardize(x_test, source),
-        y_test,
-        source.classes,
-        idx_checksum(source.sha256),
+    unit = input_scaling == "unit"
+    splits = splits_from_numpy(
+        _scale(x_train, source, unit), y_train, _scale(x_test, source, unit), y_test, source.classes, idx_checksum(source.sha256)
     )
+    return dataclasses.replace(splits, input_scaling="unit" if unit else "standardize")
 
 
-def _standardize(images_N_H_W: np.ndarray, source: IdxSource) -> np.ndarray:
-    """uint8 [N, H, W] -> float32 [N, 1, H, W]: (pixel / 255 - mean) / std."""
+def _scale(images_N_H_W: np.ndarray, source: IdxSource, unit: bool) -> np.ndarray:
+    """uint8 [N, H, W] -> float32 [N, 1, H, W]: pixel / 255 (unit), or (pixel / 255 - mean) / std."""
     x = images_N_H_W.astype(np.float32)
-    x *= 1 / (255 * source.std)
-    x -= source.mean / source.std
+    if unit:
+        x *= 1 / 255
+    else:
+        x *= 1 / (255 * source.std)
+        x -= source.mean / source.std
     return x[:, None]  # [N, H, W] -> [N, 1, H, W]
 
 
@@ -161,7 +167,7 @@ def _standardize(images_N_H_W: np.ndarray, source: IdxSource) -> np.ndarray:
     "mnist", summary="MNIST handwritten digits, 28x28: 60,000 train, 10,000 test (IDX files; fetchable)"
 )
 def _mnist(request: DataRequest) -> Splits:
-    return load_idx("mnist", request.directory())
+    return load_idx("mnist", request.directory(), request.input_scaling)
 
 
 @DATASETS.register(
@@ -169,4 +175,4 @@ def _mnist(request: DataRequest) -> Splits:
     summary="Zalando's Fashion-MNIST, 28x28 clothing: 60,000 train, 10,000 test (IDX files; fetchable)",
 )
 def _fashion_mnist(request: DataRequest) -> Splits:
-    return load_idx("fashion-mnist", request.directory())
+    return load_idx("fashion-mnist", request.directory(), request.input_scaling)

@@ -15,6 +15,7 @@ every run; its checksum is the original's combined with the noise's parameters.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import torch
@@ -36,14 +37,7 @@ def repeat_with_noise(splits: Splits, repetitions: int = REPETITIONS, noise_std:
     for copy_N in x_RN.split(len(x_N)):  # one block at a time: peak memory one copy above the result
         copy_N.add_(torch.randn(copy_N.shape, generator=generator, dtype=copy_N.dtype), alpha=noise_std)
     checksum = hashlib.sha256(f"{splits.checksum} repeated {repetitions} noise {noise_std} seed {NOISE_SEED}".encode())
-    return Splits(
-        x_train=x_RN,
-        y_train=splits.y_train.repeat(repetitions),
-        x_test=splits.x_test,
-        y_test=splits.y_test,
-        classes=splits.classes,
-        checksum=checksum.hexdigest(),
-    )
+    return dataclasses.replace(splits, x_train=x_RN, y_train=splits.y_train.repeat(repetitions), checksum=checksum.hexdigest())
 
 
 def original_index(pool_index_N: torch.Tensor, n_originals: int) -> torch.Tensor:
@@ -64,4 +58,4 @@ def _repeated_digits(request: DataRequest) -> Splits:
     summary="MNIST, each pool image 3 times with N(0, 0.1) noise on standardized pixels (Kirsch 2019); test unchanged",
 )
 def _repeated_mnist(request: DataRequest) -> Splits:
-    return repeat_with_noise(load_idx("mnist", resolve_data_dir("mnist", request.data_dir)))
+    return repeat_with_noise(load_idx("mnist", resolve_data_dir("mnist", request.data_dir), request.input_scaling))

@@ -32,6 +32,11 @@ def carve_validation(n: int, validation: int, seed: int) -> tuple[np.ndarray, np
     return np.flatnonzero(keep_N).astype(np.int64), val_V
 
 
+def subsample_pool(n: int, size: int, seed: int) -> np.ndarray:
+    """`size` of range(n), sorted int64, drawn uniformly by `seed` (a stream apart from the validation carve-out's)."""
+    return np.sort(default_rng([seed, 1]).choice(n, size=size, replace=False)).astype(np.int64)
+
+
 def balanced_initial(y_N: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
     """Indices (int64, sorted) of `n` items of `y_N`: n // C of each of the C labels present in `y_N`.
 
