@@ -393,9 +393,14 @@ def _cell_state(cell: Cell, run_dir: Path) -> str:
 
 
 def validate(comparison: Comparison) -> None:
-    """Check every name and number before anything is written: each data set and backend once."""
+    """Check every name and number before anything is written: each data set and backend once.
+
+    Every strategy must suit every data set's task (`alab.tasks.check_task_support`).
+    """
+    from alab.backends import BACKENDS
     from alab.loop import build_parts
     from alab.selection import STRATEGIES
+    from alab.tasks import check_task_support
 
     for strategy in comparison.table.strategies:
         STRATEGIES.get(strategy)
@@ -403,7 +408,9 @@ def validate(comparison: Comparison) -> None:
     for cell in comparison.cells():
         key = (cell.config.dataset, cell.config.backend.name)
         if key not in checked:
-            build_parts(cell.config)
+            task = build_parts(cell.config).task
+            for strategy in comparison.table.strategies:
+                check_task_support(task, strategy, cell.config.backend.name, BACKENDS.get(cell.config.backend.name), cell.config.oracle.name)
             checked.add(key)
 
 

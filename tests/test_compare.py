@@ -111,6 +111,8 @@ def test_shipped_recipes_load(path: Path) -> None:
         (["compare", "--executor", "dask"], "unknown executor 'dask'"),
         (["compare", "/nonexistent.toml"], "does not exist"),
         (["compare", "--dataset", "mnist", "--data-dir", "/nonexistent"], "/nonexistent"),
+        (["compare", "--strategies", "bald,batchbald", "--seeds", "1", "--dataset", "diabetes", "--rounds", "1"],
+         "strategy 'batchbald' selects its batch jointly from the candidates' class log-probabilities, which a regression data set does not support"),
         (["report", "/nonexistent"], "not a directory"),
     ],
 )
