@@ -1,4 +1,4 @@
-"""Regression end to end: data loaders, the Task seam, the loop on toy1d, every strategy, the CLI on a user's CSV."""
+"""Regression end to end: data loaders, the Task seam, the loop on toy1d, every strategy, the CLI on a user's CSV, reports."""
 
 from __future__ import annotations
 
@@ -173,3 +173,16 @@ def test_the_stochastic_rules_serve_regression_and_joint_ones_do_not() -> None:
     assert {"powerbald", "softmaxbald", "softrankbald", "bald", "random"} <= admitted
     assert "batchbald" not in admitted and "powerentropy" not in admitted  # joint; max_entropy is classification's
 
+
+def test_report_of_a_regression_run_via_the_cli(tmp_path: Path) -> None:
+    start_run(RunConfig(strategy="bald", seed=0, **{**DIABETES_RUN, "rounds": 2, "samples": 4}), tmp_path / "run", echo=lambda line: None)
+    result = alab("report", str(tmp_path / "run"), cwd=tmp_path, check=True)
+    assert "run report in" in result.stdout
+    curve, summary = pd.read_csv(tmp_path / "run" / "curve.csv"), pd.read_csv(tmp_path / "run" / "summary.csv")
+    assert list(summary.columns) == ["rounds", "final_labels", "rmse_auc", "final_rmse", "final_nll", "final_coverage_90", "final_coverage_95"]
+    n, rmse = curve["n_labeled"].to_numpy(float), curve["rmse"].to_numpy()
+    trapezoids = float(np.sum(np.diff(n) * (rmse[1:] + rmse[:-1]) / 2)) / (n[-1] - n[0])  # the mean RMSE over the labels
+    assert summary["rmse_auc"].iloc[0] == pytest.approx(trapezoids, rel=1e-12)
+    assert summary["final_rmse"].iloc[0] == pytest.approx(rmse[-1], rel=1e-12)
+    assert summary["final_coverage_95"].iloc[0] == pytest.approx(curve["coverage_95"].iloc[-1], rel=1e-12)
+    assert (tmp_path / "run" / "curve.png").stat().st_size > 0
