@@ -12,7 +12,7 @@ A recipe is a run recipe (top-level run keys and a `[backend]` table, shared by 
     seeds = 3                    # or a list: [0, 1, 2]
     backends = ["mc_dropout"]    # optional; default: the [backend] table's
     datasets = ["digits"]        # optional; default: the run's `dataset`
-    targets = [0.85, 0.90]       # accuracies for "labels needed to reach"
+    targets = [0.85, 0.90]       # accuracies for "labels needed to reach" (not used for regression)
     workers = 2                  # cells run at once
     [compare.paper]              # optional reference numbers, printed beside ours
     source = "Gal et al. 2017, Table 1"
@@ -393,18 +393,31 @@ def _cell_state(cell: Cell, run_dir: Path) -> str:
 
 
 def validate(comparison: Comparison) -> None:
-    """Check every name and number before anything is written: each data set and backend once."""
+    """Check every name and number before anything is written: each data set and backend once.
+
+    Every strategy must suit every data set's task (`alab.tasks.check_task_support`), and the data
+    sets share one task: a report ranks by one metric (`alab.report.Headline`), accuracy or RMSE.
+    """
+    from alab.backends import BACKENDS
     from alab.loop import build_parts
     from alab.selection import STRATEGIES
+    from alab.tasks import check_task_support
 
     for strategy in comparison.table.strategies:
         STRATEGIES.get(strategy)
     checked: set[tuple[str, str]] = set()
+    tasks: dict[str, str] = {}  # data set -> its task
     for cell in comparison.cells():
         key = (cell.config.dataset, cell.config.backend.name)
         if key not in checked:
-            build_parts(cell.config)
+            task = build_parts(cell.config).task
+            for strategy in comparison.table.strategies:
+                check_task_support(task, strategy, cell.config.backend.name, BACKENDS.get(cell.config.backend.name), cell.config.oracle.name)
+            tasks[cell.config.dataset] = task.name
             checked.add(key)
+    if len(set(tasks.values())) > 1:
+        kinds = ", ".join(f"{dataset} ({task})" for dataset, task in tasks.items())
+        raise AlabError(f"compare.datasets mixes classification and regression: {kinds}; compare each kind in its own comparison")
 
 
 def make_executor(name: str, workers: int, address: str | None = None) -> Executor:

@@ -98,7 +98,7 @@ def build_parts(config: RunConfig) -> Parts:
     )  # fmt: skip
     task = task_for(dataset)
     check_oracle(config.oracle.name, OracleContext(dataset, None, dataset.classes, config.oracle.params, config.rounds))
-    check_task_support(task, strategy.acquisition, config.backend.name, factory, config.oracle.name)
+    check_task_support(task, config.strategy, config.backend.name, factory, config.oracle.name)
     n_pool = len(dataset.y_pool)
     if config.initial > n_pool:
         raise AlabError(f"initial set of {config.initial} is larger than the pool ({n_pool} items); lower --initial")

@@ -136,8 +136,9 @@ def bald(outputs_K_N_2: Tensor) -> Tensor:
     """BALD for regression: I[y; w | x] = H[(1/K) sum_k N(mu_k, s2_k)] - (1/K) sum_k 0.5 log(2 pi e s2_k).
 
     The mixture entropy has no closed form; it is integrated numerically on a grid that resolves
-    every component (`mixture_entropy`: deterministic, error below 1e-3 nats; tested). I >= 0 up
-    to that error; 0 when all K samples agree.
+    every component (`mixture_entropy`: deterministic, error below 1e-3 nats; tested). I >= 0: the
+    quadrature's error below 0 is clamped to 0 (as classification BALD clamps its rounding), so a
+    rule that needs scores >= 0 (powerbald) can sample from it; 0 when all K samples agree.
     Unlike the epistemic variance, I is measured against the noise: a disagreement of the means
     counts for little where the predicted noise is large. Houlsby et al. (2011), "Bayesian Active
     Learning for Classification and Preference Learning"; Depeweg et al. (2018). Shapes: [K, N, 2] -> [N].
@@ -145,4 +146,4 @@ def bald(outputs_K_N_2: Tensor) -> Tensor:
     mu_K_N, s2_K_N = gaussian_params(outputs_K_N_2)
     # In float64: the difference of two entropies of similar size loses digits in float32.
     mu_K_N, s2_K_N = mu_K_N.double(), s2_K_N.double()
-    return (mixture_entropy(mu_K_N, s2_K_N) - gaussian_entropy(s2_K_N).mean(dim=0)).to(outputs_K_N_2.dtype)
+    return (mixture_entropy(mu_K_N, s2_K_N) - gaussian_entropy(s2_K_N).mean(dim=0)).clamp(min=0).to(outputs_K_N_2.dtype)

@@ -2,8 +2,12 @@
 
 A comparison directory (written by `alab compare`) holds `cells/<cell>/` run directories. From them:
 `curves.csv` (every curve row with `cell, strategy, seed, backend, dataset, status` added),
-`cells.csv` (one row per cell: area under the curve, final accuracy, labels to each target, cost),
+`cells.csv` (one row per cell: area under the curve, final metrics, labels to each target, cost),
 `summary.csv` (per strategy: mean and std over seeds), `learning_curves.png`/`.svg` and `report.md`.
+
+What a report measures is the run's task's (`Headline`): test accuracy for classification, test RMSE
+(lower is better) with NLL and interval coverage for regression. `headline` tells them apart by the
+curve's columns, which the task wrote (`alab.tasks`), in this one place.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import io
 import json
 import math
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,29 +34,81 @@ from alab.storage import atomic_write_bytes, atomic_write_text  # noqa: E402
 GROUP = ["dataset", "backend", "strategy"]
 
 
-def plot_run_curve(curve_csv: Path, out_png: Path) -> None:
-    """Test accuracy (regression: RMSE) and NLL against the number of labels, for one run.
+@dataclass(frozen=True)
+class Headline:
+    """What a task's reports lead with: the metric its learning curves plot and rank by, and the finals beside it.
 
-    A run without a test set has NaN metrics: the panels say so, and the pool's mean BALD (what the
-    model still does not know) is drawn instead of the accuracy.
+    The area under the curve of `metric` (alab.metrics.area_under_curve: its mean over the label
+    range, by trapezoids) ranks the strategies, highest first if `higher_is_better`, else lowest.
+    """
+
+    metric: str  # the curve column
+    label: str  # its axis label
+    higher_is_better: bool
+    area: str  # the column of its area under the curve in cells.csv and summary.csv
+    area_header: str  # ... and in report.md
+    finals: tuple[tuple[str, str], ...]  # (curve column, report.md header): its value at the last round, `final_<column>`
+    targets: bool  # whether compare.targets and a paper's labels_to_reach (accuracies) apply
+    nll_label: str
+    pool: tuple[str, str]  # (curve column, axis label) drawn instead of `metric` when there is no test set
+    intro: str  # report.md's words on the summary table
+
+
+HEADLINES: dict[str, Headline] = {  # by alab.tasks Task.name
+    "classification": Headline(
+        metric="accuracy", label="test accuracy", higher_is_better=True, area="auc", area_header="AUC",
+        finals=(("accuracy", "final accuracy"),), targets=True, nll_label="test NLL",
+        pool=("mean_bald", "mean BALD over the pool (nats)"),
+        intro="Area under the learning curve (AUC) is the curve's mean test accuracy over its label range "
+        "(alab.metrics.area_under_curve); mean ± std over seeds. Labels to reach a target: mean over the seeds "
+        "that reached it (how many did, of all).",
+    ),
+    "regression": Headline(
+        metric="rmse", label="test RMSE", higher_is_better=False, area="rmse_auc", area_header="AUC of RMSE (lower is better)",
+        finals=(("rmse", "final RMSE"), ("nll", "final NLL"), ("coverage_90", "final coverage 90% (nominal 0.90)"),
+                ("coverage_95", "final coverage 95% (nominal 0.95)")),
+        targets=False, nll_label="test NLL (predictive mixture)", pool=("mean_epistemic", "mean epistemic variance over the pool"),
+        intro="The area under the RMSE curve (AUC of RMSE) is the curve's mean test RMSE over its label range, in the "
+        "targets' units (alab.metrics.area_under_curve, the same trapezoids): lower is better, and the table is "
+        "sorted by it. Coverage is the fraction of test targets inside the predictive mixture's central 90% or 95% "
+        "interval: a calibrated model is at the nominal level, below is overconfident, above underconfident. "
+        "Mean ± std over seeds. compare.targets (and a paper's labels_to_reach) are accuracies: not used for regression.",
+    ),
+}  # fmt: skip
+
+
+def headline(columns: Collection[str]) -> Headline:
+    """The headline of the task whose curve has these columns: each task's curve holds its own metric."""
+    found = [h for h in HEADLINES.values() if h.metric in columns]
+    if len(found) != 1:
+        kinds = " or ".join(f"{h.metric} ({task})" for task, h in HEADLINES.items())
+        raise AlabError(
+            f"a report needs the curve column {kinds}, not {'both' if found else 'neither'}; "
+            "report classification and regression runs apart"
+        )
+    return found[0]
+
+
+def plot_run_curve(curve_csv: Path, out_png: Path) -> None:
+    """The headline metric (test accuracy, or RMSE for regression) and NLL against the number of labels, for one run.
+
+    A run without a test set has NaN metrics: the panels say so, and what the model still does not
+    know about the pool (mean BALD, or epistemic variance) is drawn instead.
     """
     curve = pd.read_csv(curve_csv)
+    h = headline(curve.columns)
     fig, (ax_acc, ax_nll) = plt.subplots(1, 2, figsize=(9, 3.5), constrained_layout=True)
-    if "rmse" in curve:  # a regression run (alab.tasks.Regression)
-        ax_acc.plot(curve["n_labeled"], curve["rmse"], marker=".")
-        ax_acc.set(xlabel="labels", ylabel="test RMSE", title=curve_csv.parent.name)
+    if curve[h.metric].notna().any():
+        ax_acc.plot(curve["n_labeled"], curve[h.metric], marker=".")
+        ax_acc.set(xlabel="labels", ylabel=h.label, title=curve_csv.parent.name)
         ax_nll.plot(curve["n_labeled"], curve["nll"], marker=".", color="tab:red")
-        ax_nll.set(xlabel="labels", ylabel="test NLL (predictive mixture)")
-    elif curve["accuracy"].notna().any():
-        ax_acc.plot(curve["n_labeled"], curve["accuracy"], marker=".")
-        ax_acc.set(xlabel="labels", ylabel="test accuracy", title=curve_csv.parent.name)
-        ax_nll.plot(curve["n_labeled"], curve["nll"], marker=".", color="tab:red")
-        ax_nll.set(xlabel="labels", ylabel="test NLL")
+        ax_nll.set(xlabel="labels", ylabel=h.nll_label)
     else:
-        ax_acc.plot(curve["n_labeled"], curve["mean_bald"], marker=".", color="tab:purple")
-        ax_acc.set(xlabel="labels", ylabel="mean BALD over the pool (nats)", title=curve_csv.parent.name)
+        column, label = h.pool
+        ax_acc.plot(curve["n_labeled"], curve[column], marker=".", color="tab:purple")
+        ax_acc.set(xlabel="labels", ylabel=label, title=curve_csv.parent.name)
         ax_nll.axis("off")
-        ax_nll.text(0.5, 0.5, "no test set: accuracy and NLL\nare not measured (NaN in curve.csv)",
+        ax_nll.text(0.5, 0.5, f"no test set: {h.metric} and NLL\nare not measured (NaN in curve.csv)",
                     ha="center", va="center", transform=ax_nll.transAxes, color="0.35")  # fmt: skip
     for ax in (ax_acc, ax_nll):
         ax.grid(alpha=0.3)
@@ -74,43 +131,52 @@ def target_key(target: float) -> str:
 # --- one number per cell, then per strategy -------------------------------------------------------
 
 
+def _metrics_of(curve: pd.DataFrame, h: Headline, targets: Sequence[float], not_reached: Any) -> dict[str, Any]:
+    """One curve's numbers: the area under its headline metric, its finals, and (accuracies) labels to each target."""
+    row: dict[str, Any] = {h.area: area_under_curve(curve["n_labeled"], curve[h.metric])}
+    for column, _ in h.finals:
+        row[f"final_{column}"] = float(curve[column].iloc[-1])
+    for t in targets if h.targets else ():
+        reached = labels_to_reach(curve["n_labeled"], curve[h.metric], t)
+        row[f"labels_to_{target_key(t)}"] = not_reached if reached is None else reached
+    return row
+
+
 def cell_table(curves: pd.DataFrame, targets: Sequence[float]) -> pd.DataFrame:
-    """One row per cell: `auc` (alab.metrics.area_under_curve), `final_accuracy`, `labels_to_<t>` (NaN: not reached).
+    """One row per cell: the area under the headline metric's curve (`auc`, regression `rmse_auc`), its finals
+    (`final_accuracy`; regression `final_rmse`, `final_nll`, `final_coverage_90`, `_95`), and for
+    classification `labels_to_<t>` (NaN: not reached). See `Headline`.
 
     `curves` is the long frame: the curve columns plus `strategy`, `seed` (and `dataset`, `backend`).
     """
-    curves = _with_group_columns(curves)
+    curves, h = _with_group_columns(curves)
     rows = []
     for key, curve in curves.groupby([*GROUP, "seed"], sort=False):
         curve = curve.sort_values("n_labeled")
         row = dict(zip([*GROUP, "seed"], key))
         row["n_rounds"] = len(curve) - 1
         row["final_labels"] = int(curve["n_labeled"].iloc[-1])
-        row["auc"] = area_under_curve(curve["n_labeled"], curve["accuracy"])
-        row["final_accuracy"] = float(curve["accuracy"].iloc[-1])
-        for t in targets:
-            reached = labels_to_reach(curve["n_labeled"], curve["accuracy"], t)
-            row[f"labels_to_{target_key(t)}"] = math.nan if reached is None else reached
-        rows.append(row)
+        rows.append({**row, **_metrics_of(curve, h, targets, math.nan)})
     return pd.DataFrame(rows)
 
 
 def summarize(curves: pd.DataFrame, targets: Sequence[float]) -> pd.DataFrame:
-    """Per strategy (and data set, backend): mean and std over seeds of AUC and final accuracy; labels to targets.
+    """Per strategy (and data set, backend): mean and std over seeds of the area and the finals; labels to targets.
 
-    `labels_to_<t>_mean`/`_std` are over the seeds that reached the target; `reached_<t>` counts them.
-    Std is the sample std (ddof 1): NaN for a single seed.
+    `labels_to_<t>_mean`/`_std` are over the seeds that reached the target; `reached_<t>` counts them
+    (classification only). Std is the sample std (ddof 1): NaN for a single seed.
     """
+    h = headline(curves.columns)
     cells = cell_table(curves, targets)
     rows = []
     for key, group in cells.groupby(GROUP, sort=False):
         row: dict[str, Any] = dict(zip(GROUP, key))
         row["seeds"] = len(group)
         row["final_labels"] = int(group["final_labels"].max())
-        for column in ("auc", "final_accuracy"):
+        for column in (h.area, *(f"final_{c}" for c, _ in h.finals)):
             row[f"{column}_mean"] = group[column].mean()
             row[f"{column}_std"] = group[column].std(ddof=1)
-        for t in targets:
+        for t in targets if h.targets else ():
             labels = group[f"labels_to_{target_key(t)}"].dropna()
             row[f"labels_to_{target_key(t)}_mean"] = labels.mean() if len(labels) else math.nan
             row[f"labels_to_{target_key(t)}_std"] = labels.std(ddof=1) if len(labels) > 1 else math.nan
@@ -119,11 +185,12 @@ def summarize(curves: pd.DataFrame, targets: Sequence[float]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _with_group_columns(curves: pd.DataFrame) -> pd.DataFrame:
-    missing = {"strategy", "seed", "n_labeled", "accuracy"} - set(curves.columns)
+def _with_group_columns(curves: pd.DataFrame) -> tuple[pd.DataFrame, Headline]:
+    h = headline(curves.columns)
+    missing = {"strategy", "seed", "n_labeled", h.metric} - set(curves.columns)
     if missing:
         raise AlabError(f"a comparison's curves need the columns {sorted(missing)}")
-    return curves.assign(**{c: curves[c] if c in curves else "" for c in ("dataset", "backend")})
+    return curves.assign(**{c: curves[c] if c in curves else "" for c in ("dataset", "backend")}), h
 
 
 # --- a comparison directory -----------------------------------------------------------------------
@@ -159,21 +226,22 @@ def _json(path: Path) -> dict[str, Any]:
 
 
 def plot_learning_curves(curves: pd.DataFrame, out_stem: Path) -> None:
-    """Mean test accuracy over seeds against labels, a band of one std, one line per strategy; PNG and SVG.
+    """The headline metric's mean over seeds (test accuracy, or RMSE) against labels, a band of one std,
+    one line per strategy; PNG and SVG.
 
     One panel per (data set, backend) of the grid.
     """
-    curves = _with_group_columns(curves)
+    curves, h = _with_group_columns(curves)
     panels = list(curves.groupby(["dataset", "backend"], sort=False))
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False, constrained_layout=True)
     for ax, ((dataset, backend), panel) in zip(axes[0], panels):
         for strategy, runs in panel.groupby("strategy", sort=False):
-            stats = runs.groupby("n_labeled")["accuracy"].agg(["mean", "std", "count"]).reset_index()
+            stats = runs.groupby("n_labeled")[h.metric].agg(["mean", "std", "count"]).reset_index()
             std = stats["std"].fillna(0.0)
             (line,) = ax.plot(stats["n_labeled"], stats["mean"], label=f"{strategy} ({_count(runs['seed'].nunique(), 'seed')})")
             ax.fill_between(stats["n_labeled"], stats["mean"] - std, stats["mean"] + std, color=line.get_color(), alpha=0.15)
         title = " / ".join(str(v) for v in (dataset, backend) if v)
-        ax.set(xlabel="labels", ylabel="test accuracy (mean ± 1 std over seeds)", title=title)
+        ax.set(xlabel="labels", ylabel=f"{h.label} (mean ± 1 std over seeds)", title=title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     _save(fig, {out_stem.with_suffix(".png"): "png", out_stem.with_suffix(".svg"): "svg"})
@@ -193,6 +261,7 @@ def write_comparison_report(out: Path) -> pd.DataFrame:
     finished = cells[cells["status"] == "finished"]
     curves_done = curves[curves["cell"].isin(finished["cell"])] if len(curves) else curves
     atomic_write_text(out / "curves.csv", curves.to_csv(index=False))
+    h = headline(curves_done.columns) if len(curves_done) else None
     if len(curves_done):
         per_cell = cell_table(curves_done, targets).merge(
             finished[["strategy", "seed", "backend", "dataset", "wall_seconds", "cpu_seconds"]], on=[*GROUP, "seed"]
@@ -203,7 +272,7 @@ def write_comparison_report(out: Path) -> pd.DataFrame:
         per_cell, summary = pd.DataFrame(), pd.DataFrame()
     atomic_write_text(out / "cells.csv", per_cell.to_csv(index=False))
     atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
-    atomic_write_text(out / "report.md", _report_markdown(out, recipe, targets, summary, cells, per_cell))
+    atomic_write_text(out / "report.md", _report_markdown(out, recipe, targets, summary, cells, per_cell, h))
     return summary
 
 
@@ -220,7 +289,8 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _report_markdown(
-    out: Path, recipe: dict[str, Any], targets: Sequence[float], summary: pd.DataFrame, cells: pd.DataFrame, per_cell: pd.DataFrame
+    out: Path, recipe: dict[str, Any], targets: Sequence[float], summary: pd.DataFrame, cells: pd.DataFrame, per_cell: pd.DataFrame,
+    h: Headline | None,
 ) -> str:
     table = recipe.get("compare", {})
     run_keys = {k: v for k, v in recipe.items() if k != "compare"}
@@ -239,23 +309,23 @@ def _report_markdown(
         lines += [f"Not finished (left out of every number below): {', '.join(unfinished['cell'])}; "
                   "run the same `alab compare` command again to resume them."]  # fmt: skip
     lines.append("")
-    if len(summary):
-        lines += ["## Summary", "", "Area under the learning curve (AUC) is the curve's mean test accuracy over its "
-                  "label range (alab.metrics.area_under_curve); mean ± std over seeds. Labels to reach a target: "
-                  "mean over the seeds that reached it (how many did, of all).", ""]  # fmt: skip
-        header = ["data set", "backend", "strategy", "seeds", "AUC", "final accuracy"]
+    if h is not None and len(summary):
+        targets = targets if h.targets else []
+        lines += ["## Summary", "", h.intro, ""]
+        header = ["data set", "backend", "strategy", "seeds", h.area_header, *(label for _, label in h.finals)]
         header += [f"labels to {t:.0%}" for t in targets]
+        columns = [h.area, *(f"final_{c}" for c, _ in h.finals)]
         rows = []
-        for _, s in summary.sort_values("auc_mean", ascending=False).iterrows():
-            row = [s["dataset"], s["backend"], s["strategy"], s["seeds"],
-                   f"{s['auc_mean']:.4f} ± {_fmt(s['auc_std'], 4)}", f"{s['final_accuracy_mean']:.4f} ± {_fmt(s['final_accuracy_std'], 4)}"]  # fmt: skip
+        for _, s in summary.sort_values(f"{h.area}_mean", ascending=not h.higher_is_better).iterrows():
+            row = [s["dataset"], s["backend"], s["strategy"], s["seeds"]]
+            row += [f"{s[f'{c}_mean']:.4f} ± {_fmt(s[f'{c}_std'], 4)}" for c in columns]
             for t in targets:
                 k = target_key(t)
                 mean = s[f"labels_to_{k}_mean"]
                 row.append(f"{_fmt(mean, 0)} ({s[f'reached_{k}']}/{s['seeds']})")
             rows.append(row)
         lines += [markdown_table(header, rows), "", "![learning curves](learning_curves.png)", ""]
-        lines += _paper_section(table.get("paper") or {}, summary)
+        lines += _paper_section(table.get("paper") or {}, summary) if h.targets else []
         lines += _cost_section(per_cell)
     return "\n".join(lines) + "\n"
 
@@ -306,18 +376,17 @@ def _cost_section(per_cell: pd.DataFrame) -> list[str]:
 
 
 def write_run_report(run_dir: Path, targets: Sequence[float] = (0.8, 0.9, 0.95)) -> dict[str, Any]:
-    """A run directory's curve.png and summary.csv (AUC, final accuracy, labels to each target)."""
+    """A run directory's curve.png and summary.csv: the area under its headline metric's curve, its finals,
+    and for classification the labels to each target accuracy (`Headline`).
+    """
     curve = pd.read_csv(run_dir / "curve.csv")
     if not len(curve):
         raise AlabError(f"{run_dir} has no curve rows yet; continue it with `alab resume {run_dir}`")
     plot_run_curve(run_dir / "curve.csv", run_dir / "curve.png")
+    h = headline(curve.columns)
     row: dict[str, Any] = {"rounds": len(curve) - 1, "final_labels": int(curve["n_labeled"].iloc[-1])}
-    if curve["accuracy"].notna().all():
-        row["auc"] = area_under_curve(curve["n_labeled"], curve["accuracy"])
-        row["final_accuracy"] = float(curve["accuracy"].iloc[-1])
-        for t in targets:
-            reached = labels_to_reach(curve["n_labeled"], curve["accuracy"], t)
-            row[f"labels_to_{target_key(t)}"] = "" if reached is None else reached
+    if curve[h.metric].notna().all():
+        row.update(_metrics_of(curve, h, targets, ""))
     atomic_write_text(run_dir / "summary.csv", pd.DataFrame([row]).to_csv(index=False))
     return row
 

@@ -1,8 +1,9 @@
 """What a run learns, chosen by its data set: classification (class labels) or regression (float targets).
 
 A `Task` is what the loop needs to know about the kind of label and nothing else: which acquisition
-registry names a strategy's scores, how the initial set is drawn, what a valid label is, how labels
-become training targets, how the pool is scored and the test set measured, and the curve's columns.
+registry names a strategy's scores, whether joint strategies can select, how the initial set is drawn,
+what a valid label is, how labels become training targets, how the pool is scored and the test set
+measured, and the curve's columns.
 The loop itself stays the same for both; backends see it only as a `task` keyword (the network's
 head and loss, `alab.models.Network`).
 """
@@ -29,7 +30,7 @@ from alab.regression import REGRESSION_ACQUISITIONS, decompose, gaussian_params
 from alab.regression_metrics import evaluate_regression
 from alab.registry import Registry
 from alab.scoring import chunks, predict, score_pool
-from alab.selection import Selection
+from alab.selection import STRATEGIES, JointStrategy, Selection, Strategy
 
 Acquisition = Callable[[Tensor], Tensor]
 
@@ -48,6 +49,7 @@ class Task(Protocol):
     name: str
     curve_columns: tuple[str, ...]
     acquisitions: Registry[Acquisition]
+    joint: bool  # a JointStrategy can select: the networks give class log-probabilities [K, M, C]
 
     def backend_kwargs(self) -> dict[str, Any]: ...
 
@@ -80,6 +82,7 @@ class Classification:
         "train_seconds", "score_seconds", "mean_bald", "mean_entropy",
     )  # fmt: skip
     acquisitions: Registry[Acquisition] = ACQUISITIONS
+    joint: bool = True
 
     def backend_kwargs(self) -> dict[str, Any]:
         return {"num_classes": len(self.dataset.classes)}
@@ -134,6 +137,7 @@ class Regression:
         "train_seconds", "score_seconds", "mean_epistemic", "mean_aleatoric",
     )  # fmt: skip
     acquisitions: Registry[Acquisition] = REGRESSION_ACQUISITIONS
+    joint: bool = False  # outputs are [K, N, 2] Gaussians, not class log-probabilities
 
     def backend_kwargs(self) -> dict[str, Any]:
         return {"num_classes": 0, "task": "regression"}
@@ -210,12 +214,29 @@ def task_for(dataset: Dataset) -> Task:
     return Regression(dataset) if dataset.task == "regression" else Classification(dataset)
 
 
-def check_task_support(task: Task, strategy_acquisition: str | None, backend_name: str, factory: Callable[..., Any], oracle: str) -> None:
+def unsupported(task: Task, strategy: Strategy) -> str | None:
+    """What in `strategy` this task cannot give it (None: the task can run it), for every kind of strategy.
+
+    A strategy scores the pool with its `acquisition` (None: it needs no scores), which must be in
+    the task's registry: that is all a top-k or a stochastic rule needs. A joint strategy
+    (`JointStrategy`: BatchBALD) also needs its candidates' class log-probabilities [K, M, C],
+    which only a task with `joint` has.
+    """
+    if strategy.acquisition is not None and strategy.acquisition not in task.acquisitions:
+        return f"scores with {strategy.acquisition!r}"
+    if isinstance(strategy, JointStrategy) and not task.joint:
+        return "selects its batch jointly from the candidates' class log-probabilities"
+    return None
+
+
+def check_task_support(task: Task, strategy_name: str, backend_name: str, factory: Callable[..., Any], oracle: str) -> None:
     """One-line AlabErrors for a strategy, backend or oracle that this task cannot use."""
-    if strategy_acquisition is not None and strategy_acquisition not in task.acquisitions:
+    reason = unsupported(task, STRATEGIES.get(strategy_name))
+    if reason is not None:
+        usable = [name for name in STRATEGIES.names() if unsupported(task, STRATEGIES.get(name)) is None]
         raise AlabError(
-            f"strategy scores with {strategy_acquisition!r}, which a {task.name} data set does not support; "
-            f"choose one of: {', '.join([*task.acquisitions.names(), 'random'])}"
+            f"strategy {strategy_name!r} {reason}, which a {task.name} data set does not support; "
+            f"choose one of: {', '.join(usable)}"
         )
     if "task" in task.backend_kwargs() and "task" not in inspect.signature(factory).parameters:
         raise AlabError(f"backend {backend_name!r} does not support {task.name} yet; use --backend mc_dropout")

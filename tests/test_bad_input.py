@@ -425,7 +425,12 @@ def test_compare_report_and_fetch_mistakes(here: Path, args: list[str], message:
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["run", "--config", "recipe.toml"], "is not valid TOML"), (["label", "import", "nowhere", "answers.csv"], "not a run directory")],
+    [
+        (["run", "--config", "recipe.toml"], "is not valid TOML"),
+        (["label", "import", "nowhere", "answers.csv"], "not a run directory"),
+        (["run", "--dataset", "diabetes", "--strategy", "batchbald"], "strategy 'batchbald' selects its batch jointly from the candidates' class log-probabilities, which a regression data set does not support"),
+    ],
+    ids=["malformed recipe", "not a run", "joint strategy on regression"],
 )
 def test_real_process(tmp_path: Path, args: list[str], message: str) -> None:
     (tmp_path / "recipe.toml").write_text("rounds = = 3\n")

@@ -111,6 +111,9 @@ def test_shipped_recipes_load(path: Path) -> None:
         (["compare", "--executor", "dask"], "unknown executor 'dask'"),
         (["compare", "/nonexistent.toml"], "does not exist"),
         (["compare", "--dataset", "mnist", "--data-dir", "/nonexistent"], "/nonexistent"),
+        (["compare", "--strategies", "bald,batchbald", "--seeds", "1", "--dataset", "diabetes", "--rounds", "1"],
+         "strategy 'batchbald' selects its batch jointly from the candidates' class log-probabilities, which a regression data set does not support"),
+        (["compare", "--dataset", "digits,diabetes", "--seeds", "1", "--rounds", "1"], "compare.datasets mixes classification and regression"),
         (["report", "/nonexistent"], "not a directory"),
     ],
 )
@@ -120,6 +123,21 @@ def test_cli_errors_exit_2_with_one_line(tmp_path: Path, args: list[str], messag
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "cmp").exists()
+
+
+def test_a_regression_compare_reports_rmse(tmp_path: Path) -> None:
+    run = 'dataset = "diabetes"\ninitial = 20\nquery_size = 10\nsamples = 4\n[backend]\nepochs = 1\nmin_steps = 20\n'
+    path = recipe(tmp_path, 'strategies = ["bald", "random"]\nseeds = 2\nworkers = 1', run=run)
+    result = alab("compare", str(path), "--rounds", "1", "--out", str(tmp_path / "cmp"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    assert "| data set | backend | strategy | seeds | AUC of RMSE (lower is better) | final RMSE | final NLL |" in report
+    summary = pd.read_csv(tmp_path / "cmp" / "summary.csv")
+    assert sorted(summary["strategy"]) == ["bald", "random"] and (summary["seeds"] == 2).all()
+    assert {"rmse_auc_mean", "final_rmse_mean", "final_nll_mean", "final_coverage_90_mean", "final_coverage_95_mean"} <= set(summary.columns)
+    ranked = summary.sort_values("rmse_auc_mean")["strategy"].tolist()  # lowest first, as report.md lists them
+    assert report.index(f"| diabetes | mc_dropout | {ranked[0]} |") < report.index(f"| diabetes | mc_dropout | {ranked[1]} |")
+    assert (tmp_path / "cmp" / "learning_curves.png").stat().st_size > 0
 
 
 def test_a_killed_compare_resumes_and_keeps_finished_cells(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
-"""Regression end to end: data loaders, the Task seam, the loop on toy1d, the CLI on a user's CSV."""
+"""Regression end to end: data loaders, the Task seam, the loop on toy1d, every strategy, the CLI on a user's CSV, reports."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,9 @@ from alab.data import load_dataset
 from alab.data.regression import TOY_GAP, TOY_NOISY, toy1d_raw
 from alab.errors import AlabError
 from alab.loop import start_run
+from alab.selection import STRATEGIES
 from alab.storage import LabelsJournal
-from alab.tasks import Regression
+from alab.tasks import Regression, unsupported
 from test_cli import alab
 
 REGRESSION_COLUMNS = [
@@ -141,3 +143,46 @@ def test_regression_run_via_the_cli_on_a_users_csv(tmp_path: Path) -> None:
     mistake = alab("run", "--dataset", "diabetes", "--strategy", "margin", "--out", str(tmp_path / "no"), cwd=tmp_path)
     assert mistake.returncode == 2 and "a regression data set does not support" in mistake.stderr
     assert not (tmp_path / "no").exists()
+
+
+# One posterior sample: every BALD score is 0 up to the quadrature's rounding, the edge a rule must survive.
+DIABETES_RUN = dict(dataset="diabetes", initial=10, query_size=5, rounds=1, samples=1,
+                    backend=BackendConfig("mc_dropout", {"epochs": 1, "min_steps": 20}))  # fmt: skip
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES.names())
+def test_every_strategy_runs_on_a_regression_data_set_or_is_refused_before_it_starts(strategy: str, tmp_path: Path) -> None:
+    """What `alab.tasks.unsupported` admits runs to the end; what it refuses never starts (no directory)."""
+    config = RunConfig(strategy=strategy, seed=0, **DIABETES_RUN)
+    out = tmp_path / "run"
+    if unsupported(Regression(load_dataset("diabetes")), STRATEGIES.get(strategy)) is not None:
+        with pytest.raises(AlabError, match=rf"^strategy '{strategy}' .*, which a regression data set does not support; choose one of: bald, "):
+            start_run(config, out, echo=lambda line: None)
+        assert not out.exists()
+        return
+    start_run(config, out, echo=lambda line: None)
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+    labels = pd.read_csv(out / "labels.csv")
+    assert len(labels) == labels["index"].nunique() == 15
+    assert list(pd.read_csv(out / "curve.csv")["n_labeled"]) == [10, 15]
+
+
+def test_the_stochastic_rules_serve_regression_and_joint_ones_do_not() -> None:
+    task = Regression(load_dataset("diabetes"))
+    admitted = {name for name in STRATEGIES.names() if unsupported(task, STRATEGIES.get(name)) is None}
+    assert {"powerbald", "softmaxbald", "softrankbald", "bald", "random"} <= admitted
+    assert "batchbald" not in admitted and "powerentropy" not in admitted  # joint; max_entropy is classification's
+
+
+def test_report_of_a_regression_run_via_the_cli(tmp_path: Path) -> None:
+    start_run(RunConfig(strategy="bald", seed=0, **{**DIABETES_RUN, "rounds": 2, "samples": 4}), tmp_path / "run", echo=lambda line: None)
+    result = alab("report", str(tmp_path / "run"), cwd=tmp_path, check=True)
+    assert "run report in" in result.stdout
+    curve, summary = pd.read_csv(tmp_path / "run" / "curve.csv"), pd.read_csv(tmp_path / "run" / "summary.csv")
+    assert list(summary.columns) == ["rounds", "final_labels", "rmse_auc", "final_rmse", "final_nll", "final_coverage_90", "final_coverage_95"]
+    n, rmse = curve["n_labeled"].to_numpy(float), curve["rmse"].to_numpy()
+    trapezoids = float(np.sum(np.diff(n) * (rmse[1:] + rmse[:-1]) / 2)) / (n[-1] - n[0])  # the mean RMSE over the labels
+    assert summary["rmse_auc"].iloc[0] == pytest.approx(trapezoids, rel=1e-12)
+    assert summary["final_rmse"].iloc[0] == pytest.approx(rmse[-1], rel=1e-12)
+    assert summary["final_coverage_95"].iloc[0] == pytest.approx(curve["coverage_95"].iloc[-1], rel=1e-12)
+    assert (tmp_path / "run" / "curve.png").stat().st_size > 0

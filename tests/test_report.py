@@ -122,3 +122,59 @@ def test_report_of_a_single_run_directory(tmp_path: Path) -> None:
 def test_report_of_something_else_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(AlabError, match="neither a run directory"):
         write_report(tmp_path)
+
+
+# ---------------------------------------------------------------- regression: RMSE, lower is better
+
+RMSE_CURVES = {("bald", 0): [9.0, 6.0, 5.0], ("bald", 1): [9.0, 7.0, 4.0], ("random", 0): [9.0, 8.0, 7.0]}
+
+
+def regression_cell(cell: Path, rmse: list[float]) -> None:
+    cell.mkdir(parents=True)
+    curve = {"round": range(3), "n_labeled": N_LABELED, "rmse": rmse, "nll": [3.0, 2.5, 2.0],
+             "coverage_50": [0.5] * 3, "coverage_90": [0.7, 0.8, 0.85], "coverage_95": [0.8, 0.9, 0.93]}  # fmt: skip
+    pd.DataFrame(curve).to_csv(cell / "curve.csv", index=False)
+
+
+def test_regression_summary_against_hand_computed_numbers(tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    (out / "cells").mkdir(parents=True)
+    (out / "compare.toml").write_text(tomli_w.dumps({"dataset": "diabetes", "compare": {"targets": [0.9]}}))
+    for (strategy, seed), rmse in RMSE_CURVES.items():
+        cell = out / "cells" / f"{strategy}-s{seed}"
+        regression_cell(cell, rmse)
+        (cell / "config.toml").write_text(tomli_w.dumps({"strategy": strategy, "seed": seed, "dataset": "diabetes", "backend": {"name": "mc_dropout"}}))
+        (cell / "run.json").write_text(json.dumps({"status": "finished"}))
+    summary = write_comparison_report(out).set_index("strategy")
+    # Trapezoids over 20 labels: bald seed 0 (75 + 55) / 20 = 6.5, seed 1 (80 + 55) / 20 = 6.75; random (85 + 75) / 20 = 8.
+    assert summary.loc["bald", "rmse_auc_mean"] == pytest.approx(6.625, abs=1e-12)
+    assert summary.loc["bald", "rmse_auc_std"] == pytest.approx(math.sqrt(2 * 0.125**2), abs=1e-12)
+    assert summary.loc["bald", "final_rmse_mean"] == pytest.approx(4.5, abs=1e-12)
+    assert summary.loc["random", "final_coverage_95_mean"] == pytest.approx(0.93, abs=1e-12)
+    assert not any(c.startswith(("labels_to", "reached", "auc", "final_accuracy")) for c in summary.columns)
+    report = (out / "report.md").read_text()
+    header = ("| data set | backend | strategy | seeds | AUC of RMSE (lower is better) | final RMSE | final NLL "
+              "| final coverage 90% (nominal 0.90) | final coverage 95% (nominal 0.95) |")  # fmt: skip
+    assert header in report and "labels to" not in report and "not used for regression" in report
+    assert report.index("| diabetes | mc_dropout | bald | 2 | 6.6250 ± 0.1768 | 4.5000 ± 0.7071 |") < report.index("| random |")
+    cells = pd.read_csv(out / "cells.csv")
+    assert list(cells.columns[:11]) == ["dataset", "backend", "strategy", "seed", "n_rounds", "final_labels", "rmse_auc",
+                                        "final_rmse", "final_nll", "final_coverage_90", "final_coverage_95"]  # fmt: skip
+    with Image.open(out / "learning_curves.png") as image:
+        image.verify()
+
+
+def test_report_of_a_single_regression_run(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    regression_cell(run_dir, RMSE_CURVES[("bald", 0)])
+    assert write_report(run_dir) == "run"
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert list(summary.columns) == ["rounds", "final_labels", "rmse_auc", "final_rmse", "final_nll", "final_coverage_90", "final_coverage_95"]
+    assert summary["rmse_auc"].iloc[0] == pytest.approx(6.5, abs=1e-12) and summary["final_coverage_90"].iloc[0] == 0.85
+
+
+@pytest.mark.parametrize("columns", [["n_labeled", "nll"], ["n_labeled", "accuracy", "rmse"]], ids=["neither", "both"])
+def test_a_curve_must_be_of_one_task(columns: list[str]) -> None:
+    frame = pd.DataFrame({c: [0.5] for c in columns}).assign(strategy="bald", seed=0)
+    with pytest.raises(AlabError, match="accuracy \\(classification\\) or rmse \\(regression\\)"):
+        summarize(frame, [0.8])
