@@ -14,9 +14,11 @@ A recipe is a run recipe (top-level run keys and a `[backend]` table, shared by 
     datasets = ["digits"]        # optional; default: the run's `dataset`
     targets = [0.85, 0.90]       # accuracies for "labels needed to reach" (not used for regression)
     workers = 2                  # cells run at once
-    [compare.paper]              # optional reference numbers, printed beside ours
+    [compare.paper]              # optional reference numbers, printed beside ours (alab.reproduction)
     source = "Gal et al. 2017, Table 1"
-    labels_to_reach = { "0.90" = { bald = 145, random = 255 } }
+    unit = "acquired"            # total | acquired | total_minus_batch
+    statistic = "mean_curve"     # mean_curve | median
+    labels_to_reach = { "0.90" = { bald = { value = 145, low = 110, high = 150 } } }
 
 Cells live in `<out>/cells/<name>/`. A comparison that stops is resumed by running it again: a
 finished cell is kept, a stopped one continues through `resume_run`, a cell never started starts.
@@ -45,6 +47,7 @@ from tqdm.auto import tqdm
 
 from alab.config import BackendConfig, RunConfig, config_from_dict, from_mapping, load_toml
 from alab.errors import AlabError
+from alab.reproduction import parse_paper
 
 Echo = Callable[[str], None]
 
@@ -77,25 +80,11 @@ class CompareTable:
             if names is not None and (not names or not all(isinstance(n, str) for n in names)):
                 raise AlabError(f"compare.{key} must be a non-empty list of names, got {names!r}")
         if self.paper is not None:
-            _check_paper(self.paper)
+            parse_paper(self.paper)
 
     @property
     def seed_list(self) -> list[int]:
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
-
-
-def _check_paper(paper: dict[str, Any]) -> None:
-    """`[compare.paper]`: `source` (text) and `labels_to_reach` = {target: {strategy: labels}}."""
-    unknown = set(paper) - {"source", "labels_to_reach"}
-    if unknown:
-        raise AlabError(f"unknown key compare.paper.{sorted(unknown)[0]}; valid keys: source, labels_to_reach")
-    for target, row in paper.get("labels_to_reach", {}).items():
-        try:
-            float(target)
-        except ValueError:
-            raise AlabError(f"compare.paper.labels_to_reach keys are target accuracies like \"0.90\", got {target!r}") from None
-        if not isinstance(row, dict) or not all(isinstance(v, int) for v in row.values()):
-            raise AlabError(f"compare.paper.labels_to_reach.\"{target}\" must map strategy names to label counts")
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ import pandas as pd  # noqa: E402
 
 from alab.errors import AlabError  # noqa: E402
 from alab.metrics import area_under_curve, labels_to_reach  # noqa: E402
+from alab.reproduction import median_and_quartiles, on_mean_curve, paper_section, parse_paper, per_seed  # noqa: E402
 from alab.storage import atomic_write_bytes, atomic_write_text  # noqa: E402
 
 GROUP = ["dataset", "backend", "strategy"]
@@ -60,8 +61,9 @@ HEADLINES: dict[str, Headline] = {  # by alab.tasks Task.name
         finals=(("accuracy", "final accuracy"),), targets=True, nll_label="test NLL",
         pool=("mean_bald", "mean BALD over the pool (nats)"),
         intro="Area under the learning curve (AUC) is the curve's mean test accuracy over its label range "
-        "(alab.metrics.area_under_curve); mean ± std over seeds. Labels to reach a target: mean over the seeds "
-        "that reached it (how many did, of all).",
+        "(alab.metrics.area_under_curve); mean ± std over seeds. Labels to reach a target: every label, the "
+        "initial set's included, at the first point where the seed-mean curve reaches it (and how many seeds "
+        "reached it on their own by the last round).",
     ),
     "regression": Headline(
         metric="rmse", label="test RMSE", higher_is_better=False, area="rmse_auc", area_header="AUC of RMSE (lower is better)",
@@ -163,10 +165,12 @@ def cell_table(curves: pd.DataFrame, targets: Sequence[float]) -> pd.DataFrame:
 def summarize(curves: pd.DataFrame, targets: Sequence[float]) -> pd.DataFrame:
     """Per strategy (and data set, backend): mean and std over seeds of the area and the finals; labels to targets.
 
-    `labels_to_<t>_mean`/`_std` are over the seeds that reached the target; `reached_<t>` counts them
-    (classification only). Std is the sample std (ddof 1): NaN for a single seed.
+    Labels to each target (classification only; `alab.reproduction`): `labels_to_<t>_mean_curve` on
+    the seed-mean curve (NaN: it never reaches it), `labels_to_<t>_median` over seeds (inf: the middle
+    seed never reaches it), `reached_<t>` how many seeds did. Never a mean over the seeds that reached
+    it: that hides the ones that did not. Std is the sample std (ddof 1): NaN for a single seed.
     """
-    h = headline(curves.columns)
+    curves, h = _with_group_columns(curves)
     cells = cell_table(curves, targets)
     rows = []
     for key, group in cells.groupby(GROUP, sort=False):
@@ -176,11 +180,13 @@ def summarize(curves: pd.DataFrame, targets: Sequence[float]) -> pd.DataFrame:
         for column in (h.area, *(f"final_{c}" for c, _ in h.finals)):
             row[f"{column}_mean"] = group[column].mean()
             row[f"{column}_std"] = group[column].std(ddof=1)
+        runs = curves[(curves[GROUP] == pd.Series(dict(zip(GROUP, key)))).all(axis=1)] if h.targets else curves.iloc[:0]
         for t in targets if h.targets else ():
-            labels = group[f"labels_to_{target_key(t)}"].dropna()
-            row[f"labels_to_{target_key(t)}_mean"] = labels.mean() if len(labels) else math.nan
-            row[f"labels_to_{target_key(t)}_std"] = labels.std(ddof=1) if len(labels) > 1 else math.nan
-            row[f"reached_{target_key(t)}"] = len(labels)
+            on_mean = on_mean_curve(runs, t)
+            median = median_and_quartiles(per_seed(runs, t))[0]
+            row[f"labels_to_{target_key(t)}_mean_curve"] = math.nan if on_mean is None else on_mean
+            row[f"labels_to_{target_key(t)}_median"] = median
+            row[f"reached_{target_key(t)}"] = int(group[f"labels_to_{target_key(t)}"].notna().sum())
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -272,7 +278,10 @@ def write_comparison_report(out: Path) -> pd.DataFrame:
         per_cell, summary = pd.DataFrame(), pd.DataFrame()
     atomic_write_text(out / "cells.csv", per_cell.to_csv(index=False))
     atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
-    atomic_write_text(out / "report.md", _report_markdown(out, recipe, targets, summary, cells, per_cell, h))
+    configs = sorted((out / "cells").glob("*/config.toml"))
+    cell_config = tomllib.loads(configs[0].read_text()) if configs else {}
+    report = _report_markdown(out, recipe, targets, summary, cells, per_cell, h, curves_done, cell_config)
+    atomic_write_text(out / "report.md", report)
     return summary
 
 
@@ -288,19 +297,29 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _protocol(recipe: dict[str, Any], cell_config: dict[str, Any]) -> list[str]:
+    """The protocol in force: every run setting and backend setting of the cells, defaults included.
+
+    Read from a cell's resolved config.toml (what the run used), else from the recipe's.
+    """
+    config = cell_config or {k: v for k, v in recipe.items() if k != "compare"}
+    if not config:
+        return []
+    varied = {"strategy", "seed", "data_dir", "device"}
+    settings = ", ".join(f"{k} = {v}" for k, v in config.items() if not isinstance(v, dict) and k not in varied)
+    backend = dict(config.get("backend") or {})
+    name = backend.pop("name", "")
+    params = ", ".join(f"{k} = {v}" for k, v in backend.items())
+    return [f"Protocol in force (each cell's config.toml, strategy and seed aside): {settings}. "
+            f"Backend: {name}" + (f" ({params})." if params else "."), ""]  # fmt: skip
+
+
 def _report_markdown(
     out: Path, recipe: dict[str, Any], targets: Sequence[float], summary: pd.DataFrame, cells: pd.DataFrame, per_cell: pd.DataFrame,
-    h: Headline | None,
+    h: Headline | None, curves: pd.DataFrame, cell_config: dict[str, Any],
 ) -> str:
     table = recipe.get("compare", {})
-    run_keys = {k: v for k, v in recipe.items() if k != "compare"}
-    lines = [f"# Comparison: {out.name}", ""]
-    if run_keys:
-        settings = ", ".join(f"{k} = {v}" for k, v in run_keys.items() if not isinstance(v, dict))
-        backend = dict(run_keys.get("backend") or {})
-        name = backend.pop("name", "")
-        params = ", ".join(f"{k} = {v}" for k, v in backend.items())
-        lines += [f"Shared run settings: {settings}. Backend: {name}" + (f" ({params})." if params else "."), ""]
+    lines = [f"# Comparison: {out.name}", "", *_protocol(recipe, cell_config)]
     finished = int((cells["status"] == "finished").sum())
     lines += [f"Cells: {finished} of {len(cells)} finished (strategies x seeds"
               f"{' x backends' if table.get('backends') else ''}{' x data sets' if table.get('datasets') else ''})."]  # fmt: skip
@@ -321,44 +340,14 @@ def _report_markdown(
             row += [f"{s[f'{c}_mean']:.4f} ± {_fmt(s[f'{c}_std'], 4)}" for c in columns]
             for t in targets:
                 k = target_key(t)
-                mean = s[f"labels_to_{k}_mean"]
-                row.append(f"{_fmt(mean, 0)} ({s[f'reached_{k}']}/{s['seeds']})")
+                on_mean = s[f"labels_to_{k}_mean_curve"]
+                row.append(f"{'not reached' if math.isnan(on_mean) else f'{on_mean:.0f}'} ({s[f'reached_{k}']}/{s['seeds']} seeds)")
             rows.append(row)
         lines += [markdown_table(header, rows), "", "![learning curves](learning_curves.png)", ""]
-        lines += _paper_section(table.get("paper") or {}, summary) if h.targets else []
+        if h.targets and table.get("paper"):
+            lines += paper_section(parse_paper(table["paper"]), curves, int(recipe.get("initial", 0)), int(recipe.get("query_size", 0)))
         lines += _cost_section(per_cell)
     return "\n".join(lines) + "\n"
-
-
-def _paper_section(paper: dict[str, Any], summary: pd.DataFrame) -> list[str]:
-    reference = paper.get("labels_to_reach", {})
-    if not reference:
-        return []
-    lines = [f"## Beside the paper: {paper.get('source', 'reference numbers')}", "",
-             "Labels needed to reach each test accuracy: the paper's number, then ours (mean over the seeds that "
-             "reached it, and how many did). Ours count every label, the initial set's included.", ""]  # fmt: skip
-    paper_targets = sorted(reference, key=float)
-    strategies = list(dict.fromkeys([s for t in paper_targets for s in reference[t]] + list(summary["strategy"])))
-    header = ["strategy"] + [f"{float(t):.0%} {who}" for t in paper_targets for who in ("paper", "ours")]
-    rows = []
-    for strategy in strategies:
-        ours = summary[summary["strategy"] == strategy]
-        row = [strategy]
-        for t in paper_targets:
-            theirs = reference[t].get(strategy)
-            if len(ours):
-                s = ours.iloc[0]
-                k = target_key(float(t))
-                mine = f"{_fmt(s[f'labels_to_{k}_mean'], 0)} ({s[f'reached_{k}']}/{s['seeds']})"
-            else:
-                mine = "not run"
-            row += ["–" if theirs is None else theirs, mine]
-        rows.append(row)
-    budget = int(summary["final_labels"].max()) if "final_labels" in summary else None
-    lines += [markdown_table(header, rows), ""]
-    if budget is not None:
-        lines += [f"Our runs stop at {budget} labels: a target not reached by then reads – (0/n).", ""]
-    return lines
 
 
 def _cost_section(per_cell: pd.DataFrame) -> list[str]:

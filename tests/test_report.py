@@ -42,13 +42,14 @@ def test_summary_against_hand_computed_numbers() -> None:
     assert bald["auc_std"] == pytest.approx(math.sqrt(2 * 0.025**2), abs=1e-12)
     assert bald["final_accuracy_mean"] == pytest.approx(0.85, abs=1e-12)
     assert bald["seeds"] == 2 and bald["final_labels"] == 30
-    assert bald["labels_to_0.80_mean"] == 25 and bald["reached_0.80"] == 2  # 30 and 20
-    assert bald["labels_to_0.90_mean"] == 30 and bald["reached_0.90"] == 1
-    assert math.isnan(bald["labels_to_0.90_std"])  # one seed reached it: no spread to give
+    # The seed-mean curve is 0.55, 0.75, 0.85: 80% at 30 labels, 90% never, though seed 0 gets there at 30.
+    assert bald["labels_to_0.80_mean_curve"] == 30 and bald["reached_0.80"] == 2  # seeds at 30 and 20
+    assert math.isnan(bald["labels_to_0.90_mean_curve"]) and bald["reached_0.90"] == 1
+    assert bald["labels_to_0.80_median"] == 25 and math.isinf(bald["labels_to_0.90_median"])  # (30 + 20) / 2; (30 + inf) / 2
     random = summary.loc["random"]
     # seed 0 (4.5 + 5.5) / 20 = 0.5, seed 1 (5 + 6) / 20 = 0.55.
     assert random["auc_mean"] == pytest.approx(0.525, abs=1e-12)
-    assert random["reached_0.80"] == 0 and math.isnan(random["labels_to_0.80_mean"])
+    assert random["reached_0.80"] == 0 and math.isnan(random["labels_to_0.80_mean_curve"])
 
 
 def test_cell_table_has_one_row_per_seed() -> None:
@@ -65,8 +66,10 @@ def test_summary_refuses_a_frame_without_the_grid_columns() -> None:
 
 def fake_comparison(root: Path, *, unfinished: str | None = None) -> Path:
     """A comparison directory as `alab compare` leaves it, written by hand."""
-    recipe = {"dataset": "digits", "compare": {"strategies": ["bald", "random"], "seeds": 2, "targets": [0.8],
-              "paper": {"source": "A paper, Table 1", "labels_to_reach": {"0.90": {"bald": 25, "random": 40}}}}}  # fmt: skip
+    paper = {"source": "A paper, Table 1", "unit": "acquired", "statistic": "mean_curve", "runs": 3,
+             "labels_to_reach": {"0.80": {"bald": {"value": 15, "low": 10, "high": 20}, "random": 30}}}
+    recipe = {"dataset": "digits", "initial": 10, "query_size": 10, "compare": {"strategies": ["bald", "random"], "seeds": 2,
+              "targets": [0.9], "paper": paper}}  # fmt: skip
     (root / "compare.toml").parent.mkdir(parents=True, exist_ok=True)
     (root / "compare.toml").write_text(tomli_w.dumps(recipe))
     for (strategy, seed), accs in CURVES.items():
@@ -94,8 +97,11 @@ def test_comparison_report_files_exist_and_open(tmp_path: Path) -> None:
     assert set(summary["strategy"]) == {"bald", "random"}
     report = (out / "report.md").read_text()
     assert "A paper, Table 1" in report
-    assert "| strategy | 90% paper | 90% ours |" in report
-    assert "| bald | 25 | 30 (1/2) |" in report  # the paper's 25 labels beside our 30 (one seed of two)
+    assert "| strategy | paper, acquired | paper's range | ours, acquired | ours per seed | seeds reached | ours, total labels |" in report
+    # 80%: the seed-mean curve reaches it at 30 labels in all, 20 acquired after the 10 initial; seeds at 30 and 20
+    assert "| bald | 15 | 10–20 | 20 | 10–20 | 2/2 | 30 |" in report
+    assert "| random | 30 | – | not reached | – | 0/2 | not reached |" in report
+    assert "| bald | 2 |" in report and "not reached (1/2 seeds)" in report  # the summary's 90%: the mean curve never gets there
     assert "| all cells | 40 | 16 |" in report  # cost summed over the four cells
 
 
