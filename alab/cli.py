@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -46,10 +47,16 @@ def user_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 @app.callback()
 def main_options(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
     global _debug
     _debug = debug
+    # `kill PID` stops a run or a comparison as Ctrl-C does: status "stopped", a comparison's cells stopped too.
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 @app.command()

@@ -34,6 +34,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterator, Sequence
@@ -219,8 +220,24 @@ def _on_sigint(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
 
-def _init_worker() -> None:
+def _init_worker(driver_pid: int) -> None:
+    """A worker stops its cell on SIGINT, and ends itself if the comparison's process is gone (even by SIGKILL).
+
+    The workers' parent is the forkserver, which outlives a killed driver: without the watch, they
+    would run their cells on, unseen, and hold the cells' locks. Ending mid-cell is a crash, which a
+    run survives (its journal and files are crash-safe): the next `alab compare` resumes the cell.
+    """
     signal.signal(signal.SIGINT, _on_sigint)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(driver_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="driver-watch", daemon=True).start()
 
 
 def run_cell(config: RunConfig, run_dir: Path, threads: int) -> CellResult:
@@ -298,7 +315,7 @@ class LocalExecutor:
         workers = min(self.workers, len(tasks)) or 1
         threads = max(1, cpu_cores() // workers)
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=_init_worker)
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=_init_worker, initargs=(os.getpid(),))
         try:
             pending = {pool.submit(run_cell, t.config, t.run_dir, threads) for t in tasks}
             while pending:

@@ -188,6 +188,59 @@ def test_a_killed_compare_resumes_and_keeps_finished_cells(tmp_path: Path) -> No
         assert (out / name).exists()
 
 
+def _descendants(pid: int) -> set[int]:
+    """Every live process below `pid`, from /proc's parent links."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":  # a zombie has ended; only its parent has not collected it
+            alive.add(pid)
+    return alive
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["kill", "kill -9"])
+def test_a_killed_compare_leaves_no_worker_running(tmp_path: Path, how: int) -> None:
+    path = recipe(tmp_path, 'strategies = ["bald", "random"]\nseeds = 1\nworkers = 2', run=FAST)
+    out = tmp_path / "grid"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-m", "alab", "compare", str(path), "--rounds", "30", "--out", str(out)],
+                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not all((out / "cells" / c / "curve.csv").exists() for c in ("bald-s0", "random-s0")):
+        assert process.poll() is None and time.monotonic() < deadline, "the cells never started"
+        time.sleep(0.05)
+    workers = _descendants(process.pid)
+    assert workers
+    os.kill(process.pid, how)  # the driver alone, not its process group
+    process.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while _alive(workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(workers), "workers ran on after the comparison's process ended"
+    if how == signal.SIGTERM:  # stopped as by Ctrl-C: the cells record it, and the compare says how to resume
+        assert process.returncode == 130 and "run the same `alab compare` command to resume" in process.stderr.read()
+        for cell in ("bald-s0", "random-s0"):
+            assert '"status": "stopped"' in (out / "cells" / cell / "run.json").read_text()
+
+
 def test_a_rerun_with_other_settings_is_refused(tmp_path: Path) -> None:
     path = recipe(tmp_path, 'strategies = ["random"]\nseeds = 1\nworkers = 1')
     comparison = load_comparison(path, {"rounds": 1}, out=tmp_path / "cmp")
