@@ -48,7 +48,8 @@ from alab.errors import AlabError
 from alab.oracles import ORACLES, UNDO, Label, LabelingPaused, Oracle, OracleContext, Query, check_oracle
 from alab.report import plot_run_curve
 from alab.scoring import candidate_log_probs
-from alab.selection import STRATEGIES, JointStrategy, Selection, Strategy, TopK
+from alab.acquisition.base import JointStrategy, Selection, Strategy, TopK
+from alab.acquisition.strategies import STRATEGIES
 from alab.storage import DirectoryLock, LabelsJournal, atomic_torch_save, atomic_write_text
 from alab.tasks import Classification, Task, check_task_support, task_for
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alab.errors import AlabError
-from alab.regression import gaussian_nll_loss
+from alab.acquisition.regression import gaussian_nll_loss
 from alab.registry import Registry
 
 
@@ -239,7 +239,7 @@ class Network(nn.Module):
 
     classification: the head gives C logits; `output` is log_softmax, `loss` the cross-entropy.
     regression: the head gives 2 numbers, a mean and a raw variance (s2 = softplus(raw) + floor,
-    `alab.regression.gaussian_params`); `output` is the raw pair, `loss` the Gaussian NLL
+    `alab.acquisition.regression.gaussian_params`); `output` is the raw pair, `loss` the Gaussian NLL
     (a heteroscedastic model, Nix & Weigend 1994). Backends stay task-agnostic by training with
     `loss` and sampling `output`: [K, N, C] log-probabilities or [K, N, 2] (mean, raw variance).
     """

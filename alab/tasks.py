@@ -21,16 +21,17 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from alab.acquisition import ACQUISITIONS
+from alab.acquisition.base import JointStrategy, Selection, Strategy
+from alab.acquisition.regression import REGRESSION_ACQUISITIONS, decompose, gaussian_params
+from alab.acquisition.scores import ACQUISITIONS
+from alab.acquisition.strategies import STRATEGIES
 from alab.backends.base import SampledNetworks
 from alab.data import Dataset, balanced_initial
 from alab.errors import AlabError
 from alab.metrics import evaluate
-from alab.regression import REGRESSION_ACQUISITIONS, decompose, gaussian_params
 from alab.regression_metrics import evaluate_regression
 from alab.registry import Registry
 from alab.scoring import chunks, predict, score_pool
-from alab.selection import STRATEGIES, JointStrategy, Selection, Strategy
 
 Acquisition = Callable[[Tensor], Tensor]
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch import Tensor
 
-from alab.acquisition import ACQUISITIONS, entropy, predictive_log_probs
+from alab.acquisition.scores import ACQUISITIONS, entropy, predictive_log_probs
 from alab.errors import AlabError
 
 NAMES = ACQUISITIONS.names()

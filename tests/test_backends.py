@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alab.acquisition import bald
+from alab.acquisition.scores import bald
 from alab.backends import BACKENDS, Backend, predict_log_probs
 from alab.backends.ensemble import EnsembleParams, stacked_logits
 from alab.backends.vi import (

@@ -15,7 +15,7 @@ from alab.data import load_dataset
 from alab.data.regression import TOY_GAP, TOY_NOISY, toy1d_raw
 from alab.errors import AlabError
 from alab.loop import start_run
-from alab.selection import STRATEGIES
+from alab.acquisition.strategies import STRATEGIES
 from alab.storage import LabelsJournal
 from alab.tasks import Regression, unsupported
 from test_cli import alab

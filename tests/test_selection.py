@@ -8,7 +8,10 @@ import pytest
 import torch
 
 from alab.errors import AlabError
-from alab.selection import STRATEGIES, BatchBALD, JointStrategy, Stochastic, gumbel_topk, random_subset, topk
+from alab.acquisition.base import JointStrategy, random_subset, topk
+from alab.acquisition.joint import BatchBALD
+from alab.acquisition.stochastic import Stochastic, gumbel_topk
+from alab.acquisition.strategies import STRATEGIES
 
 
 def test_gumbel_top_1_samples_proportionally_to_the_weights() -> None:
@@ -127,8 +130,8 @@ def test_random_subset_is_seeded_and_without_replacement() -> None:
 
 
 def test_every_strategy_names_a_registered_acquisition() -> None:
-    from alab.acquisition import ACQUISITIONS
-    from alab.regression import REGRESSION_ACQUISITIONS
+    from alab.acquisition.scores import ACQUISITIONS
+    from alab.acquisition.regression import REGRESSION_ACQUISITIONS
 
     for name in STRATEGIES.names():
         acquisition = STRATEGIES.get(name).acquisition
