@@ -157,6 +157,18 @@ def candidate_log_probs(networks: SampledNetworks, x: Tensor, indices_M: Tensor,
     return torch.cat(out, dim=1)
 
 
+def embed_items(embed: Callable[[Tensor], Tensor], x: Tensor | PoolSource, indices_N: Tensor, *, chunk_size: int) -> Tensor:
+    """`embed` (x [B, ...] -> [B, D]) of the items `x[indices_N]`, chunk by chunk: [N, D] float32 on the CPU.
+
+    For embedding-based selection: the backend's `embed` or `gradient_embed`, or the inputs themselves.
+    """
+    out: list[Tensor] = []
+    with torch.inference_mode():
+        for chunk in list(chunks(indices_N, chunk_size)) or [indices_N]:  # an empty set still has a width D
+            out.append(embed(x[chunk]).float().cpu())
+    return torch.cat(out)
+
+
 def predict(networks: SampledNetworks, x: Tensor, *, chunk_size: int) -> Tensor:
     """The posterior predictive log p(y | x) = log mean_k p(y | x, w_k): [N, C] on the CPU."""
     out: list[Tensor] = []

@@ -1,4 +1,5 @@
-"""Batch rules: stochastic sampling (power, softmax, soft-rank) by Gumbel-top-k, and the strategy registry."""
+"""Batch rules (alab.acquisition.base, stochastic): top-k, stochastic sampling (power, softmax, soft-rank) by
+Gumbel-top-k, and the strategy registry (alab.acquisition.strategies)."""
 
 from __future__ import annotations
 
@@ -136,3 +137,19 @@ def test_every_strategy_names_a_registered_acquisition() -> None:
     for name in STRATEGIES.names():
         acquisition = STRATEGIES.get(name).acquisition
         assert acquisition is None or acquisition in ACQUISITIONS or acquisition in REGRESSION_ACQUISITIONS
+
+
+def test_every_strategy_is_listed_with_its_paper() -> None:
+    """`alab strategies` prints these summaries: each names the paper it follows, as (Author ... year)."""
+    import re
+
+    for name in STRATEGIES.names():
+        if name != "random":
+            assert re.search(r"\([A-Z][^()]* (19|20)\d\d[a-z]?[^()]*\)$", STRATEGIES.summary(name)), (name, STRATEGIES.summary(name))
+    assert {"epig", "badge", "coreset", "cluster_margin", "typiclust", "probcover"} <= set(STRATEGIES.names())
+
+
+def test_a_duplicate_strategy_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="strategy 'badge' is already registered"):
+        STRATEGIES.add("badge", STRATEGIES.get("coreset"))
+

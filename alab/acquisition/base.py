@@ -3,12 +3,15 @@
 A strategy names the acquisition function the pool must be scored with (None: no scores needed)
 and the rule that turns scores into a batch. Higher score = acquire, always. The kinds of strategy
 the loop knows, by what they need besides the scores: `TopK` and `Uniform` here; `JointStrategy`
-(the candidates' log-probabilities, `alab.acquisition.joint`); stochastic rules need the scores only
-(`alab.acquisition.stochastic`).
+(the candidates' log-probabilities, `alab.acquisition.joint`); `TargetStrategy` (target inputs'
+log-probabilities under the same networks: EPIG, `alab.acquisition.scores`); `EmbeddingStrategy`
+(the items' embeddings: BADGE, Coreset, Cluster-Margin, TypiClust, ProbCover,
+`alab.acquisition.embedding`); stochastic rules need the scores only (`alab.acquisition.stochastic`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -83,3 +86,46 @@ class JointStrategy(Strategy, Protocol):
     candidates: int
 
     def select_joint(self, log_probs_K_M_C: Tensor, b: int, *, generator: torch.Generator) -> Selection: ...
+
+
+@runtime_checkable
+class TargetStrategy(Strategy, Protocol):
+    """A top-k strategy whose scores need the log-probabilities of target inputs x*_1..x*_M (EPIG).
+
+    Before scoring the pool, the loop runs the same K sampled networks over this round's targets and
+    scores the pool with `scorer(log_probs_K_M_C)`; `select` then takes the top b.
+    """
+
+    def scorer(self, log_probs_K_M_C: Tensor) -> Callable[[Tensor], Tensor]: ...
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """What an embedding rule chooses from: the candidates' embeddings, the labeled set's, and the candidates' scores."""
+
+    candidates_N_D: Tensor  # [N, D] on the CPU, in candidate order
+    labeled_L_D: Tensor  # [L, D]; [0, D] for a rule that does not read it
+    scores_N: Tensor | None  # the candidates' `acquisition` scores; None for a rule that names none
+    num_classes: int  # the task's classes (0 for regression)
+
+
+@runtime_checkable
+class EmbeddingStrategy(Strategy, Protocol):
+    """A strategy that chooses from the items' embeddings (BADGE, Coreset, Cluster-Margin, TypiClust, ProbCover).
+
+    `embedding` names what to embed the items with: "features" (the fitted model's penultimate
+    features, `Backend.embed`), "gradient" (its last layer's gradient, `Backend.gradient_embed`) or
+    "inputs" (the inputs, flattened). With an `acquisition`, the loop first keeps the
+    `candidates(b)` best items by it (None: all) and embeds only those. `labeled`: the rule reads the
+    labeled set's embeddings too. `classification`: it needs class log-probabilities or classes.
+    `select_embedded` returns positions in the candidates it was given.
+    """
+
+    embedding: str
+    labeled: bool
+    classification: bool
+
+    def candidates(self, b: int) -> int | None: ...
+
+    def select_embedded(self, embedded: Embedded, b: int, *, generator: torch.Generator) -> Selection: ...
+

@@ -1,14 +1,17 @@
 """The strategy registry: every strategy by name, with its paper (what `alab strategies` lists).
 
 A strategy is an acquisition function to score the pool with and a batch rule (`alab.acquisition.base`).
-The families live in their own modules: scores on log-probabilities (`scores`), joint batch rules
-(`joint`), stochastic batch rules (`stochastic`), regression scores (`regression`).
+The families live in their own modules: scores on log-probabilities (`scores`: BALD and friends,
+EPIG), joint batch rules (`joint`), stochastic batch rules (`stochastic`), embedding-based rules
+(`embedding`), regression scores (`regression`).
 """
 
 from __future__ import annotations
 
 from alab.acquisition.base import Strategy, TopK, Uniform
+from alab.acquisition.embedding import Badge, ClusterMargin, Coreset, ProbCover, TypiClust
 from alab.acquisition.joint import BatchBALD
+from alab.acquisition.scores import EPIG
 from alab.acquisition.stochastic import Stochastic
 from alab.registry import Registry
 
@@ -35,6 +38,12 @@ for _name, _acquisition, _mode in (
         Stochastic(_acquisition, _mode),
         f"{_acquisition} scores, batch sampled by {_mode} (beta = 1) without replacement (Kirsch et al. 2023)",
     )
+STRATEGIES.add("epig", EPIG(), "top-k EPIG, the information gain about the predictions on target inputs (Bickford Smith et al. 2023)")
+STRATEGIES.add("badge", Badge(), "BADGE: k-means++ seeding on last-layer gradient embeddings (Ash et al. 2020)")
+STRATEGIES.add("coreset", Coreset(), "Coreset: greedy k-center on the penultimate features, from the labeled set (Sener & Savarese 2018)")
+STRATEGIES.add("cluster_margin", ClusterMargin(), "Cluster-Margin: lowest-margin candidates, clustered, one per cluster (Citovsky et al. 2021)")
+STRATEGIES.add("typiclust", TypiClust(), "TypiClust, cold start: the most typical item of each uncovered cluster (Hacohen et al. 2022)")
+STRATEGIES.add("probcover", ProbCover(), "ProbCover, cold start: greedy coverage by purity-sized balls (Yehuda et al. 2022)")
 
 # Regression strategies (`alab.acquisition.regression`; "bald" and "random" above serve regression data sets too).
 STRATEGIES.add("epistemic_variance", TopK("epistemic_variance"), "regression: top-k variance of the predicted means, epistemic (Depeweg et al. 2018)")
