@@ -51,15 +51,15 @@ from alab.oracles import ORACLES, UNDO, Label, LabelingPaused, Oracle, OracleCon
 from alab.report import plot_run_curve
 from alab.selecting import check_backend_support, round_scorer, select_batch, streamed_top_k, target_inputs
 from alab.storage import DirectoryLock, LabelsJournal, atomic_torch_save, atomic_write_text
-from alab.tasks import Classification, Task, check_task_support, task_for
+from alab.tasks import Task, check_task_support, task_for
 
 # run.json's status: running (a process writes it), waiting (for labels from outside: `alab label import`),
 # stopped (Ctrl-C), failed (an error; the message is in run.json), finished
 STATUSES = ("running", "waiting", "stopped", "failed", "finished")
-# After the task's columns, every run's: the strategy that chose the round's query (a schedule's, or
-# the run's) and the seconds its selection took beyond scoring the pool (empty in the last round)
+# curve.csv: the task's columns (alab.tasks), then every run's: the strategy that chose the round's
+# query (a schedule's, or the run's) and the seconds its selection took beyond scoring the pool
+# (empty in the last round, which selects nothing)
 SELECTION_COLUMNS = ("selected_by", "select_seconds")
-CURVE_COLUMNS = (*Classification.curve_columns, *SELECTION_COLUMNS)  # a regression run's: Regression.curve_columns
 
 Echo = Callable[[str], None]
 
