@@ -98,10 +98,8 @@ class Parts:
 
 def build_parts(config: RunConfig) -> Parts:
     """Check every name and number against the data; raise AlabError before any file is written."""
-    strategy = STRATEGIES.get(config.strategy)
-    names = [config.strategy, *(step.strategy for step in config.schedule)]
-    for name in names:
-        STRATEGIES.get(name)
+    names = [config.strategy, *(step.strategy for step in config.schedule)]  # the run's, then its schedule's
+    strategies = {name: STRATEGIES.get(name) for name in names}
     ORACLES.get(config.oracle.name)  # a wrong name is refused before the data set is read
     factory = BACKENDS.get(config.backend.name)
     device = resolve_device(config.device)
@@ -127,14 +125,14 @@ def build_parts(config: RunConfig) -> Parts:
     backend = factory(config.backend.params, input_shape=dataset.input_shape, device=device, **kwargs)
     if config.evaluation == "deterministic" and not hasattr(backend, "mean_network"):
         raise AlabError(f"evaluation = deterministic needs one mean network, which backend {config.backend.name!r} does not have; use evaluation = mc")
-    for name in names:
-        check_backend_support(backend, config.backend.name, name, STRATEGIES.get(name))
-    uses_targets = any(isinstance(STRATEGIES.get(name), TargetStrategy) for name in names)
+    for name, strategy in strategies.items():
+        check_backend_support(backend, config.backend.name, name, strategy)
+    uses_targets = any(isinstance(strategy, TargetStrategy) for strategy in strategies.values())
     targets = target_inputs(config, dataset) if uses_targets else None
     params = getattr(backend, "params", None)
     if dataclasses.is_dataclass(params):  # write the backend's defaults into config.toml too
         config = dataclasses.replace(config, backend=BackendConfig(config.backend.name, dataclasses.asdict(params)))
-    return Parts(config, dataset, device, backend, strategy, task, targets)
+    return Parts(config, dataset, device, backend, strategies[config.strategy], task, targets)
 
 
 def default_run_dir(config: RunConfig, root: Path = Path("results")) -> Path:
