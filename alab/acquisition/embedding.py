@@ -24,7 +24,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse
 import torch
 from sklearn.cluster import AgglomerativeClustering, KMeans, MiniBatchKMeans
 from sklearn.neighbors import NearestNeighbors, radius_neighbors_graph
@@ -330,7 +329,7 @@ def probcover(
     delta = purity_radius(x_P_D, num_classes, purity, _seed(generator)) if delta is None else delta
     if math.isinf(delta):
         delta = float(np.linalg.norm(x_P_D.max(axis=0) - x_P_D.min(axis=0))) + 1.0  # one ball covers all
-    graph_P_P = scipy.sparse.csr_matrix(radius_neighbors_graph(x_P_D, delta, mode="connectivity", include_self=True), dtype=np.int64)
+    graph_P_P = radius_neighbors_graph(x_P_D, delta, mode="connectivity", include_self=True).astype(np.int64).tocsr()  # sparse [P, P]
     covered_P = np.zeros(L + N, dtype=bool)
     if L:
         covered_P[graph_P_P[:L].indices] = True
