@@ -196,7 +196,7 @@ def _print_registry(registry: Any) -> None:
 @app.command()
 def strategies() -> None:
     """List the acquisition strategies, one line each."""
-    from alab.selection import STRATEGIES
+    from alab.acquisition.strategies import STRATEGIES
 
     _print_registry(STRATEGIES)
 

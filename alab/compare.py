@@ -406,7 +406,7 @@ def validate(comparison: Comparison) -> None:
     """
     from alab.backends import BACKENDS
     from alab.loop import build_parts
-    from alab.selection import STRATEGIES
+    from alab.acquisition.strategies import STRATEGIES
     from alab.tasks import check_task_support
 
     for strategy in comparison.table.strategies:

@@ -17,6 +17,10 @@ is written to the run directory as `config.toml`, enough to rerun (or resume) th
     [oracle]            # or simply: oracle = "simulated"
     name = "web"
     port = 8765         # the oracle's own settings, validated by the oracle
+
+    [[schedule]]        # optional: rounds with fewer than 50 labels select with typiclust,
+    until = 50          # later rounds with `strategy` (several steps: `until` increasing)
+    strategy = "typiclust"
 """
 
 from __future__ import annotations
@@ -94,6 +98,17 @@ class OracleConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleStep:
+    """One `[[schedule]]` table: a round whose labeled set has fewer than `until` labels selects with `strategy`."""
+
+    until: int
+    strategy: str
+
+
+EPIG_TARGET_INPUTS = ("pool", "validation", "test")  # or the path of a .npy file of inputs
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """One active learning run: what to label, how, for how long."""
 
@@ -117,9 +132,13 @@ class RunConfig:
     backend: BackendConfig = field(default_factory=BackendConfig)
     classes: list[str] | None = None  # class names of a data set without its own (folder:PATH)
     target: str | None = None  # the column to predict of a user's table (csv:PATH): a regression run
+    target_classes: list[int] | None = None  # the test and validation sets keep only these classes (a shifted target); the pool keeps all
+    epig_targets: int = 100  # EPIG: M target inputs drawn each round from ...
+    epig_target_inputs: str = "pool"  # ... the pool | validation | test (their inputs, never their labels) | PATH.npy
+    schedule: tuple[ScheduleStep, ...] = ()  # [[schedule]] steps: another strategy while the labeled set is small
 
     def __post_init__(self) -> None:
-        positive = ("initial", "query_size", "samples", "chunk_size")
+        positive = ("initial", "query_size", "samples", "chunk_size", "epig_targets")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise AlabError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -138,6 +157,18 @@ class RunConfig:
                 raise AlabError(f"classes must be two or more distinct non-empty names, got {names!r}")
         if 0 < self.pool_subsample < self.query_size:
             raise AlabError(f"pool_subsample ({self.pool_subsample}) must be at least query_size ({self.query_size})")
+        if self.epig_target_inputs not in EPIG_TARGET_INPUTS and not self.epig_target_inputs.endswith(".npy"):
+            raise AlabError(f"epig_target_inputs must be one of {', '.join(EPIG_TARGET_INPUTS)} or the path of a .npy file of inputs, got {self.epig_target_inputs!r}")
+        if self.target_classes is not None and (not self.target_classes or len(set(self.target_classes)) != len(self.target_classes)):
+            raise AlabError(f"target_classes must be one or more distinct class indices, got {self.target_classes!r}")
+        previous = self.initial
+        for step in self.schedule:
+            if step.until <= previous:
+                raise AlabError(
+                    f"schedule step until = {step.until} never applies: each step's `until` must exceed the previous one's "
+                    f"(and initial = {self.initial}, the labels of the first round); raise it or remove the step"
+                )
+            previous = step.until
 
     @property
     def final_labels(self) -> int:
@@ -146,7 +177,9 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         tables = ("backend", "oracle")
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in tables}
-        out = {k: v for k, v in out.items() if v is not None}
+        out = {k: v for k, v in out.items() if v is not None and k != "schedule"}
+        if self.schedule:  # [[schedule]] tables; none written when there is no schedule
+            out["schedule"] = [dataclasses.asdict(step) for step in self.schedule]
         out["oracle"] = {"name": self.oracle.name, **self.oracle.params} if self.oracle.params else self.oracle.name
         out["backend"] = {"name": self.backend.name, **self.backend.params}
         return out
@@ -169,12 +202,24 @@ def _named_table(data: dict[str, Any], key: str, default: str) -> tuple[str, dic
     return name, table
 
 
+def _schedule(data: dict[str, Any]) -> tuple[ScheduleStep, ...]:
+    """The `[[schedule]]` tables of a document: each with `until` (labels) and `strategy` (a name)."""
+    steps = data.pop("schedule", [])
+    if not isinstance(steps, list) or not all(isinstance(step, dict) for step in steps):
+        raise AlabError("schedule must be [[schedule]] tables, each with until = N labels and strategy = NAME")
+    for i, step in enumerate(steps):
+        missing = [key for key in ("until", "strategy") if key not in step]
+        if missing:
+            raise AlabError(f"schedule[{i}] needs {' and '.join(missing)}: [[schedule]] until = N labels, strategy = NAME")
+    return tuple(from_mapping(ScheduleStep, step, f"schedule[{i}]") for i, step in enumerate(steps))
+
+
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
-    """A RunConfig from a parsed TOML document (top-level run keys plus `[backend]` and `[oracle]` tables)."""
+    """A RunConfig from a parsed TOML document (top-level run keys, `[backend]` and `[oracle]` tables, `[[schedule]]`)."""
     data = dict(data)
     backend = BackendConfig(*_named_table(data, "backend", BackendConfig.name))
     oracle = OracleConfig(*_named_table(data, "oracle", OracleConfig.name))
-    return from_mapping(RunConfig, data, "config", backend=backend, oracle=oracle)
+    return from_mapping(RunConfig, data, "config", backend=backend, oracle=oracle, schedule=_schedule(data))
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

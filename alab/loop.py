@@ -37,25 +37,29 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 import alab
+from alab.acquisition.base import Strategy, TargetStrategy
+from alab.acquisition.strategies import STRATEGIES
 from alab.backends import BACKENDS, Backend
-from alab.backends.base import SampledNetworks
 from alab.config import AUTOCAST_DTYPES, BackendConfig, RunConfig, config_from_dict, load_toml
 from alab.data import Dataset, load_dataset
 from alab.errors import AlabError
 from alab.oracles import ORACLES, UNDO, Label, LabelingPaused, Oracle, OracleContext, Query, check_oracle
 from alab.report import plot_run_curve
-from alab.scoring import candidate_log_probs
-from alab.selection import STRATEGIES, JointStrategy, Selection, Strategy, TopK
+from alab.selecting import check_backend_support, round_scorer, select_batch, streamed_top_k, target_inputs
 from alab.storage import DirectoryLock, LabelsJournal, atomic_torch_save, atomic_write_text
-from alab.tasks import Classification, Task, check_task_support, task_for
+from alab.tasks import Task, check_task_support, task_for
 
 # run.json's status: running (a process writes it), waiting (for labels from outside: `alab label import`),
 # stopped (Ctrl-C), failed (an error; the message is in run.json), finished
 STATUSES = ("running", "waiting", "stopped", "failed", "finished")
-CURVE_COLUMNS = Classification.curve_columns  # a regression run's: alab.tasks.Regression.curve_columns
+# curve.csv: the task's columns (alab.tasks), then every run's: the strategy that chose the round's
+# query (a schedule's, or the run's) and the seconds its selection took beyond scoring the pool
+# (empty in the last round, which selects nothing)
+SELECTION_COLUMNS = ("selected_by", "select_seconds")
 
 Echo = Callable[[str], None]
 
@@ -84,21 +88,29 @@ class Parts:
     backend: Backend
     strategy: Strategy
     task: Task
+    targets: Tensor | None = None  # EPIG's target inputs when the run names them (None: drawn from the pool)
+
+    def strategy_at(self, n_labeled: int) -> tuple[str, Strategy]:
+        """(name, strategy) that selects in a round with `n_labeled` labels: the first schedule step it is below, else the run's."""
+        name = next((step.strategy for step in self.config.schedule if n_labeled < step.until), self.config.strategy)
+        return name, STRATEGIES.get(name)
 
 
 def build_parts(config: RunConfig) -> Parts:
     """Check every name and number against the data; raise AlabError before any file is written."""
-    strategy = STRATEGIES.get(config.strategy)
+    names = [config.strategy, *(step.strategy for step in config.schedule)]  # the run's, then its schedule's
+    strategies = {name: STRATEGIES.get(name) for name in names}
     ORACLES.get(config.oracle.name)  # a wrong name is refused before the data set is read
     factory = BACKENDS.get(config.backend.name)
     device = resolve_device(config.device)
     dataset = load_dataset(
         config.dataset, data_dir=config.data_dir, seed=config.seed, validation=config.validation, classes=config.classes,
-        target=config.target, pool_size=config.pool_size, input_scaling=config.input_scaling,
+        target=config.target, pool_size=config.pool_size, input_scaling=config.input_scaling, target_classes=config.target_classes,
     )  # fmt: skip
     task = task_for(dataset)
     check_oracle(config.oracle.name, OracleContext(dataset, None, dataset.classes, config.oracle.params, config.rounds))
-    check_task_support(task, config.strategy, config.backend.name, factory, config.oracle.name)
+    for name in names:
+        check_task_support(task, name, config.backend.name, factory, config.oracle.name)
     n_pool = len(dataset.y_pool)
     if config.initial > n_pool:
         raise AlabError(f"initial set of {config.initial} is larger than the pool ({n_pool} items); lower --initial")
@@ -113,10 +125,14 @@ def build_parts(config: RunConfig) -> Parts:
     backend = factory(config.backend.params, input_shape=dataset.input_shape, device=device, **kwargs)
     if config.evaluation == "deterministic" and not hasattr(backend, "mean_network"):
         raise AlabError(f"evaluation = deterministic needs one mean network, which backend {config.backend.name!r} does not have; use evaluation = mc")
+    for name, strategy in strategies.items():
+        check_backend_support(backend, config.backend.name, name, strategy)
+    uses_targets = any(isinstance(strategy, TargetStrategy) for strategy in strategies.values())
+    targets = target_inputs(config, dataset) if uses_targets else None
     params = getattr(backend, "params", None)
     if dataclasses.is_dataclass(params):  # write the backend's defaults into config.toml too
         config = dataclasses.replace(config, backend=BackendConfig(config.backend.name, dataclasses.asdict(params)))
-    return Parts(config, dataset, device, backend, strategy, task)
+    return Parts(config, dataset, device, backend, strategies[config.strategy], task, targets)
 
 
 def default_run_dir(config: RunConfig, root: Path = Path("results")) -> Path:
@@ -277,8 +293,7 @@ def _execute(parts: Parts, run_dir: Path, echo: Echo) -> Path:
 
 
 def _rounds(parts: Parts, run_dir: Path, echo: Echo) -> None:
-    config, dataset, backend, strategy, task = parts.config, parts.dataset, parts.backend, parts.strategy, parts.task
-    acquisition = task.acquisitions.get(strategy.acquisition) if strategy.acquisition is not None else None
+    config, dataset, backend, task = parts.config, parts.dataset, parts.backend, parts.task
     journal = LabelsJournal(run_dir / "labels.csv")
     curve = read_curve(run_dir / "curve.csv")
     checkpoint_path = run_dir / "checkpoint.pt"
@@ -308,12 +323,12 @@ def _rounds(parts: Parts, run_dir: Path, echo: Echo) -> None:
 
             done = len(curve) > r and (r == config.rounds or checkpoint["queries"] is not None)
             if not done:
-                row, queries = _score_and_select(parts, r, labeled, acquisition, checkpoint["train_seconds"])
+                row, queries = _score_and_select(parts, r, labeled, checkpoint["train_seconds"])
                 if queries is not None:
                     checkpoint = {**checkpoint, "queries": queries}
                     atomic_torch_save(checkpoint_path, checkpoint)
                 curve = [*curve[:r], row]
-                _write_curve(run_dir / "curve.csv", curve, task.curve_columns)
+                _write_curve(run_dir / "curve.csv", curve, (*task.curve_columns, *SELECTION_COLUMNS))
                 echo(_summary(config, task, curve[r]))
             if r == config.rounds:
                 break
@@ -387,14 +402,17 @@ def open_round(run_dir: Path) -> tuple[Parts, int, list[Query]]:
 
 
 def _score_and_select(
-    parts: Parts, r: int, labeled: torch.Tensor, acquisition: Callable | None, train_seconds: float
+    parts: Parts, r: int, labeled: torch.Tensor, train_seconds: float
 ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
     """Score the pool, evaluate on the test set, and (before the last round) choose the next query.
 
     The query is plain data (pool index and the model's view: class probabilities or predicted mean
     and uncertainties, acquisition score) so that the checkpoint loads with `weights_only=True`.
+    The round's strategy is the schedule's for its number of labels, else the run's (`Parts.strategy_at`).
     """
     config, dataset, backend, task = parts.config, parts.dataset, parts.backend, parts.task
+    selecting = r < config.rounds
+    name, strategy = parts.strategy_at(len(labeled))
     unlabeled_mask = torch.ones(len(dataset.y_pool), dtype=torch.bool)
     unlabeled_mask[labeled] = False
     candidates_N = unlabeled_mask.nonzero().squeeze(1)
@@ -403,15 +421,15 @@ def _score_and_select(
         candidates_N = candidates_N[pick[: config.pool_subsample].sort().values]
 
     networks = backend.sample_networks(config.samples, generator=round_generator(config.seed, r, "score"))
-    # Streamed selection: keep only the running top-k the strategy needs (its batch, or BatchBALD's candidates).
-    top_k = None
-    if r < config.rounds and isinstance(parts.strategy, TopK):
-        top_k = config.query_size
-    elif r < config.rounds and isinstance(parts.strategy, JointStrategy):
-        top_k = parts.strategy.candidates
+    start = time.perf_counter()
+    targets = _targets(parts, r) if selecting and isinstance(strategy, TargetStrategy) else None
+    acquisition = round_scorer(strategy, task, networks, targets, config.chunk_size) if selecting else None
+    target_seconds = time.perf_counter() - start
     autocast = AUTOCAST_DTYPES[config.autocast]
+    # Streamed selection: keep only the running top-k the strategy needs (its batch, or its candidates).
     pool = task.score(
-        networks, dataset.x_pool, candidates_N, acquisition, config.chunk_size, top_k=top_k, device=parts.device,
+        networks, dataset.x_pool, candidates_N, acquisition, config.chunk_size,
+        top_k=streamed_top_k(strategy, config.query_size) if selecting else None, device=parts.device,
         autocast=None if autocast is None else getattr(torch, autocast),
     )  # fmt: skip
     if config.evaluation == "deterministic":
@@ -427,16 +445,14 @@ def _score_and_select(
         "score_seconds": round(pool.seconds, 3),
         **pool.summary,
     }
-    if r == config.rounds:
+    if not selecting:
         return row, None
-    select_generator = round_generator(config.seed, r, "select")
-    if isinstance(parts.strategy, JointStrategy):
-        assert pool.top is not None
-        selection = _select_joint(parts.strategy, pool.top, networks, dataset.x_pool, candidates_N, config, select_generator)
-    elif pool.top is not None:
-        selection = pool.top
-    else:
-        selection = parts.strategy.select(pool.scores_N, len(candidates_N), config.query_size, generator=select_generator)
+    start = time.perf_counter()
+    selection = select_batch(
+        strategy, pool, config.query_size, networks=networks, backend=backend, dataset=dataset, candidates_N=candidates_N,
+        labeled_L=labeled, chunk_size=config.chunk_size, generator=round_generator(config.seed, r, "select"),
+    )  # fmt: skip
+    row.update(selected_by=name, select_seconds=round(target_seconds + time.perf_counter() - start, 3))
     chosen_B = candidates_N[selection.indices]
     views = task.views(networks, dataset.x_pool[chosen_B], config.chunk_size)
     queries = [
@@ -445,20 +461,11 @@ def _score_and_select(
     return row, queries
 
 
-def _select_joint(
-    strategy: JointStrategy,
-    top: Selection,
-    networks: SampledNetworks,
-    x_pool: torch.Tensor,
-    candidates_N: torch.Tensor,
-    config: RunConfig,
-    generator: torch.Generator,
-) -> Selection:
-    """Gather the top-M candidates' (streamed top-k) log-probs under the same K networks, then select."""
-    top_M = top.indices
-    log_probs_K_M_C = candidate_log_probs(networks, x_pool, candidates_N[top_M], chunk_size=config.chunk_size)
-    chosen = strategy.select_joint(log_probs_K_M_C, config.query_size, generator=generator)
-    return Selection(indices=top_M[chosen.indices], scores=chosen.scores)
+def _targets(parts: Parts, r: int) -> torch.Tensor:
+    """Round r's EPIG target inputs: `epig_targets` of the run's target set, or of the pool, drawn by the seed."""
+    x = parts.targets if parts.targets is not None else parts.dataset.x_pool
+    pick_M = torch.randperm(len(x), generator=round_generator(parts.config.seed, r, "targets"))[: parts.config.epig_targets]
+    return x[pick_M.sort().values]
 
 
 def _summary(config: RunConfig, task: Task, row: dict[str, Any]) -> str:

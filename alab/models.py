@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alab.errors import AlabError
-from alab.regression import gaussian_nll_loss
+from alab.acquisition.regression import gaussian_nll_loss
 from alab.registry import Registry
 
 
@@ -93,6 +93,13 @@ class DropoutHead(nn.Module):
             h_N_D = layer(h_N_D)
             if i < len(self.layers) - 1:
                 h_N_D = torch.relu(h_N_D)
+        return h_N_D
+
+    def penultimate(self, features_N_D: Tensor) -> Tensor:
+        """The last dense layer's input with dropout off: [N, D] -> [N, H] (H = its in_features)."""
+        h_N_D = features_N_D
+        for layer in self.layers[:-1]:
+            h_N_D = torch.relu(layer(h_N_D))
         return h_N_D
 
     def sample_masks(self, k: int, generator: torch.Generator) -> list[Tensor]:
@@ -192,6 +199,10 @@ class ConvDropoutHead(nn.Module):
         h = torch.relu(F.max_pool2d(self.conv(h), 2)).flatten(1)  # [N, O, h, w] -> [N, O*h*w], channel-major
         return self.dense(h, generator)
 
+    def penultimate(self, features_N_I_H_W: Tensor) -> Tensor:
+        """The last dense layer's input with dropout off: [N, I, H, W] -> [N, H'] (H' = its in_features)."""
+        return self.dense.penultimate(torch.relu(F.max_pool2d(self.conv(features_N_I_H_W), 2)).flatten(1))
+
     def sample_masks(self, k: int, generator: torch.Generator) -> list[Tensor]:
         """K masks: [K, in_channels] on the convolution's input, then the dense head's [K, D_in] per layer."""
         device = self.conv.weight.device
@@ -239,7 +250,7 @@ class Network(nn.Module):
 
     classification: the head gives C logits; `output` is log_softmax, `loss` the cross-entropy.
     regression: the head gives 2 numbers, a mean and a raw variance (s2 = softplus(raw) + floor,
-    `alab.regression.gaussian_params`); `output` is the raw pair, `loss` the Gaussian NLL
+    `alab.acquisition.regression.gaussian_params`); `output` is the raw pair, `loss` the Gaussian NLL
     (a heteroscedastic model, Nix & Weigend 1994). Backends stay task-agnostic by training with
     `loss` and sampling `output`: [K, N, C] log-probabilities or [K, N, 2] (mean, raw variance).
     """
@@ -254,6 +265,17 @@ class Network(nn.Module):
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return self.head(self.trunk(x), generator)
+
+    def embed(self, x: Tensor, trunk: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """(features_N_H, raw_N_O) of the deterministic network (dropout off): the last dense layer's input and output.
+
+        The features are what embedding-based acquisition measures distances in (the penultimate
+        layer); `raw_N_O` equals `forward(x)` without a generator, the output of the last layer on them.
+        `trunk`: a faster copy of `self.trunk` to run instead (`inference_trunk`).
+        """
+        features_N_H = self.head.penultimate((trunk or self.trunk)(x))
+        last = self.head.dense.layers[-1] if isinstance(self.head, ConvDropoutHead) else self.head.layers[-1]
+        return features_N_H, last(features_N_H)
 
     def output(self, raw_outputs: Tensor) -> Tensor:
         """What a backend's sampled networks return: log_softmax over classes, or (mean, raw variance) as is."""

@@ -1,7 +1,7 @@
 """Test-set metrics of a regression model's predictive mixture. No I/O.
 
 The predictive distribution is the equal-weight mixture of the K posterior samples' Gaussians,
-p(y|x) = (1/K) sum_k N(y; mu_k, s2_k) (`alab.regression`). Every metric here is of that mixture
+p(y|x) = (1/K) sum_k N(y; mu_k, s2_k) (`alab.acquisition.regression`). Every metric here is of that mixture
 itself, not of a Gaussian matched to its moments: the NLL is the mixture's exact log density, and
 an interval's coverage uses the mixture's exact CDF. All take `mu_K_N`, `s2_K_N` and `y_N` in the
 same (original) units.
@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from alab.errors import AlabError
-from alab.regression import mixture_log_density
+from alab.acquisition.regression import mixture_log_density
 
 COVERAGE_LEVELS = (0.5, 0.9, 0.95)
 

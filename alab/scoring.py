@@ -20,10 +20,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from alab.acquisition import bald, max_entropy, predictive_log_probs
+from alab.acquisition.base import Selection
+from alab.acquisition.scores import bald, max_entropy, predictive_log_probs
 from alab.backends.base import SampledNetworks
 from alab.errors import AlabError
-from alab.selection import Selection
 
 NON_FINITE = "non-finite acquisition scores: the model diverged; lower backend.lr in the run's config.toml, then `alab resume` it"
 
@@ -53,7 +53,7 @@ def chunks(indices_N: Tensor, chunk_size: int) -> Iterator[Tensor]:
 class RunningTopK:
     """The b highest scores seen so far, merged chunk by chunk on the device, without host syncs.
 
-    Equals `selection.topk` over the whole pool, ties included (lowest position first): the kept
+    Equals `alab.acquisition.base.topk` over the whole pool, ties included (lowest position first): the kept
     items all precede the new chunk, and both are in position order among equal scores, so a
     stable descending sort of [kept, chunk] keeps the whole-pool order.
     """
@@ -155,6 +155,18 @@ def candidate_log_probs(networks: SampledNetworks, x: Tensor, indices_M: Tensor,
         for chunk in chunks(indices_M, chunk_size):
             out.append(networks(x[chunk]))
     return torch.cat(out, dim=1)
+
+
+def embed_items(embed: Callable[[Tensor], Tensor], x: Tensor | PoolSource, indices_N: Tensor, *, chunk_size: int) -> Tensor:
+    """`embed` (x [B, ...] -> [B, D]) of the items `x[indices_N]`, chunk by chunk: [N, D] float32 on the CPU.
+
+    For embedding-based selection: the backend's `embed` or `gradient_embed`, or the inputs themselves.
+    """
+    out: list[Tensor] = []
+    with torch.inference_mode():
+        for chunk in list(chunks(indices_N, chunk_size)) or [indices_N]:  # an empty set still has a width D
+            out.append(embed(x[chunk]).float().cpu())
+    return torch.cat(out)
 
 
 def predict(networks: SampledNetworks, x: Tensor, *, chunk_size: int) -> Tensor:

@@ -21,16 +21,17 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from alab.acquisition import ACQUISITIONS
+from alab.acquisition.base import EmbeddingStrategy, JointStrategy, Selection, Strategy, TargetStrategy
+from alab.acquisition.regression import REGRESSION_ACQUISITIONS, decompose, gaussian_params
+from alab.acquisition.scores import ACQUISITIONS
+from alab.acquisition.strategies import STRATEGIES
 from alab.backends.base import SampledNetworks
 from alab.data import Dataset, balanced_initial
 from alab.errors import AlabError
 from alab.metrics import evaluate
-from alab.regression import REGRESSION_ACQUISITIONS, decompose, gaussian_params
 from alab.regression_metrics import evaluate_regression
 from alab.registry import Registry
 from alab.scoring import chunks, predict, score_pool
-from alab.selection import STRATEGIES, JointStrategy, Selection, Strategy
 
 Acquisition = Callable[[Tensor], Tensor]
 
@@ -219,13 +220,18 @@ def unsupported(task: Task, strategy: Strategy) -> str | None:
 
     A strategy scores the pool with its `acquisition` (None: it needs no scores), which must be in
     the task's registry: that is all a top-k or a stochastic rule needs. A joint strategy
-    (`JointStrategy`: BatchBALD) also needs its candidates' class log-probabilities [K, M, C],
-    which only a task with `joint` has.
+    (`JointStrategy`: BatchBALD) also needs its candidates' class log-probabilities [K, M, C], and a
+    target strategy (`TargetStrategy`: EPIG) its targets', which only a task with `joint` has; so
+    does an embedding rule that reads class probabilities or the classes (`classification`).
     """
     if strategy.acquisition is not None and strategy.acquisition not in task.acquisitions:
         return f"scores with {strategy.acquisition!r}"
     if isinstance(strategy, JointStrategy) and not task.joint:
         return "selects its batch jointly from the candidates' class log-probabilities"
+    if isinstance(strategy, TargetStrategy) and not task.joint:
+        return "scores with the class log-probabilities of target inputs"
+    if isinstance(strategy, EmbeddingStrategy) and strategy.classification and not task.joint:
+        return "needs class probabilities (or the number of classes)"
     return None
 
 

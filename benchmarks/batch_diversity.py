@@ -1,13 +1,18 @@
 """Batch diversity on a repeated data set: how many acquired labels are copies, and what accuracy it buys.
 
     python benchmarks/batch_diversity.py                          # repeated-digits, query size 10, 3 seeds
-    python benchmarks/batch_diversity.py --strategies bald,batchbald,powerbald,random --rounds 10
+    python benchmarks/batch_diversity.py --strategies bald,badge,coreset,cluster_margin,random --rounds 10
+    python benchmarks/batch_diversity.py --dataset repeated-mnist --data-dir ../shared/datasets/mnist --samples 10 \
+        --strategies bald,badge,coreset,cluster_margin,random --out results/benchmarks/batch_diversity-mnist
 
 Runs the real loop (simulated oracle) for every (strategy, seed) and reads each run's labels.csv.
 A repeated pick is an acquired label (round >= 1) whose original (pool index % N originals, see
 `alab.data.repeated`) was already labeled: earlier, in the initial set, or earlier in the same
 batch. Prints, per strategy, the mean and std over seeds of the repeated picks, the final accuracy
 and the area under the accuracy curve. Run directories go to results/benchmarks/batch_diversity/.
+The default strategies: top-k BALD, the batch-aware rules (BatchBALD, PowerBALD) and the embedding rules
+that spread a batch in feature space (BADGE, Coreset, Cluster-Margin), beside random. The whole pool is
+scored every round: a random subset of it would hold few copies of any one image.
 The backend's weight decay is lowered to 0.05 (the default 2.5 underfits 20 digits labels) and its
 minimum steps per fit to 150 (to fit the benchmark in minutes on a shared CPU).
 """
@@ -42,7 +47,9 @@ def repeated_picks(run_dir: Path, n_originals: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="repeated-digits")
-    parser.add_argument("--strategies", default="bald,batchbald,powerbald")
+    parser.add_argument("--data-dir", default=None, help="the data set's files (repeated-mnist: the MNIST IDX files)")
+    parser.add_argument("--samples", type=int, default=20, help="K posterior samples (Kirsch et al. 2019 use 10 on repeated MNIST)")
+    parser.add_argument("--strategies", default="bald,batchbald,powerbald,badge,coreset,cluster_margin,random")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--query-size", type=int, default=10)
@@ -51,14 +58,14 @@ def main() -> None:
     parser.add_argument("--out", default="results/benchmarks/batch_diversity")
     args = parser.parse_args()
 
-    n_originals = len(load_dataset(args.dataset).y_pool) // REPETITIONS
+    n_originals = len(load_dataset(args.dataset, data_dir=args.data_dir).y_pool) // REPETITIONS
     rows = []
     for seed in range(args.seeds):  # seed-major: a stopped benchmark still compares strategies
         for strategy in args.strategies.split(","):
             config = load_config(
                 None,
-                {"strategy": strategy, "dataset": args.dataset, "seed": seed, "rounds": args.rounds,
-                 "query_size": args.query_size},
+                {"strategy": strategy, "dataset": args.dataset, "data_dir": args.data_dir, "seed": seed, "rounds": args.rounds,
+                 "query_size": args.query_size, "samples": args.samples},
             )  # fmt: skip
             backend = BackendConfig(config.backend.name, {**config.backend.params, "weight_decay": args.weight_decay, "min_steps": args.min_steps})
             config = dataclasses.replace(config, backend=backend)

@@ -1,4 +1,4 @@
-"""BatchBALD speed and peak memory: alab.batchbald against batchbald_redux on the same log-probabilities.
+"""BatchBALD speed and peak memory: alab.acquisition.joint against batchbald_redux on the same log-probabilities.
 
     python benchmarks/batchbald_speed.py                         # choose 10 of 1,000; K=20, C=10, 100,000 samples
     python benchmarks/batchbald_speed.py --n 10000 --impls alab  # 10 of 10,000
@@ -51,7 +51,7 @@ def child(impl: str, path: str, b: int, num_samples: int, threads: int) -> None:
         start = time.perf_counter()
         indices = get_batchbald_batch(log_probs_N_K_C, b, num_samples, dtype=torch.float64).indices
     else:
-        from alab.batchbald import batchbald
+        from alab.acquisition.joint import batchbald
 
         indices_B, _ = batchbald(
             log_probs_K_N_C, b, num_samples=num_samples, generator=torch.Generator().manual_seed(0),

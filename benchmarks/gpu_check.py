@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's alab
 
-from alab.acquisition import bald  # noqa: E402
+from alab.acquisition.scores import bald  # noqa: E402
 from alab.backends import BACKENDS  # noqa: E402
 from alab.models import build_model  # noqa: E402
 from alab.scoring import score_pool  # noqa: E402

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's alab, not an installed one
 
-from alab.acquisition import bald  # noqa: E402
+from alab.acquisition.scores import bald  # noqa: E402
 from alab.backends import BACKENDS  # noqa: E402
 from alab.models import Network, build_model, inference_trunk  # noqa: E402
 from alab.scoring import score_pool  # noqa: E402
@@ -219,7 +219,7 @@ def speed(args: argparse.Namespace) -> None:
 MEMORY_CHILD = """
 import resource, sys, numpy as np, torch
 sys.path.insert(0, {root!r})
-from alab.acquisition import bald
+from alab.acquisition.scores import bald
 from alab.backends import BACKENDS
 from alab.models import build_model
 from alab.scoring import score_pool

@@ -53,11 +53,11 @@ import torch._dynamo  # noqa: F401  (what torch.optim imports on first use: 2 s 
 import alab.report
 import alab.scoring
 import alab.storage
-from alab.config import BackendConfig, RunConfig
+from alab.config import BackendConfig, RunConfig, ScheduleStep
 from alab.loop import resume_run, start_run
 
 KINDS = ("timed", "fit", "score", "journal", "rename", "torn", "report")
-TIMING_COLUMNS = ("train_seconds", "score_seconds")
+TIMING_COLUMNS = ("train_seconds", "score_seconds", "select_seconds")
 
 # Small runs of several kinds: each a few seconds, each with rounds, checkpoints and a plot to kill.
 CONFIGS = {
@@ -65,9 +65,9 @@ CONFIGS = {
         strategy="bald", dataset="digits", initial=10, query_size=5, rounds=4, samples=4, chunk_size=128,
         backend=BackendConfig("mc_dropout", {"epochs": 1, "min_steps": 30}),
     ),
-    "ensemble-max_entropy": RunConfig(
-        strategy="max_entropy", dataset="digits", initial=10, query_size=5, rounds=3, samples=3, chunk_size=128,
-        backend=BackendConfig("ensemble", {"members": 3, "epochs": 1, "min_steps": 30}),
+    "ensemble-typiclust-badge": RunConfig(  # a schedule, and embedding rules: the inputs, then gradient embeddings
+        strategy="badge", dataset="digits", initial=10, query_size=5, rounds=3, samples=3, chunk_size=128,
+        schedule=(ScheduleStep(15, "typiclust"),), backend=BackendConfig("ensemble", {"members": 3, "epochs": 1, "min_steps": 30}),
     ),
     "vi-batchbald": RunConfig(
         strategy="batchbald", dataset="digits", initial=10, query_size=3, rounds=3, samples=4, chunk_size=128,
@@ -345,7 +345,7 @@ def harness(kills: int, seed: int, root: Path) -> int:
         killed.update(moment.split("#")[0].split("@")[0] for moment in moments)
         where = f"trial {n_trials} ({name}, --seed {seed}), killed at {' '.join(moments) or 'no moment'}"
         failures += [f"{where}: {problem}" for problem in problems]
-        print(f"trial {n_trials:>3} {name:<21} killed at {' '.join(moments) or '-'}{'  FAIL' if problems else ''}", flush=True)
+        print(f"trial {n_trials:>3} {name:<24} killed at {' '.join(moments) or '-'}{'  FAIL' if problems else ''}", flush=True)
     total = sum(killed.values())
     print(f"\n{total} kills in {n_trials} trials ({', '.join(f'{kind} {killed[kind]}' for kind in KINDS)}); "
           f"{time.perf_counter() - start:.0f} s")  # fmt: skip

@@ -1,4 +1,5 @@
-"""Acquisition functions: closed forms, invariants, a numpy cross-check, errors and the registry."""
+"""Scores on log-probabilities (alab.acquisition.scores): closed forms, invariants, a numpy cross-check, errors,
+the registry; EPIG against a brute-force numpy I(y; y*) and its closed forms."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch import Tensor
 
-from alab.acquisition import ACQUISITIONS, entropy, predictive_log_probs
+from alab.acquisition.scores import ACQUISITIONS, EPIG, entropy, epig, predictive_log_probs
 from alab.errors import AlabError
 
 NAMES = ACQUISITIONS.names()
@@ -265,3 +266,106 @@ def test_registry_unknown_name_lists_the_valid_ones() -> None:
     with pytest.raises(AlabError, match="unknown acquisition function 'batman'") as info:
         ACQUISITIONS.get("batman")
     assert all(name in str(info.value) for name in NAMES)
+
+
+# --- EPIG ----------------------------------------------------------------------------------------
+
+
+def np_epig(log_probs_K_N_C: np.ndarray, log_probs_K_M_C: np.ndarray) -> np.ndarray:
+    """Brute force: for every pool item and target, I(y; y*) = sum_{c, c*} p(c, c*) log(p(c, c*) / (p(c) p(c*))), then the mean over targets."""
+    p_K_N_C, q_K_M_C = np.exp(log_probs_K_N_C), np.exp(log_probs_K_M_C)
+    K, N, C = p_K_N_C.shape
+    M = q_K_M_C.shape[1]
+    scores = np.zeros(N)
+    for n in range(N):
+        for m in range(M):
+            information = 0.0
+            for c in range(C):
+                for c_star in range(C):
+                    joint = np.mean(p_K_N_C[:, n, c] * q_K_M_C[:, m, c_star])
+                    marginals = p_K_N_C[:, n, c].mean() * q_K_M_C[:, m, c_star].mean()
+                    information += joint * math.log(joint / marginals) if joint > 0 else 0.0
+            scores[n] += information / M
+    return scores
+
+
+def random_log_probs(K: int, N: int, C: int, seed: int, spread: float = 2.0) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    mean_N_C = 2 * torch.randn(N, C, generator=g, dtype=torch.float64)
+    return torch.log_softmax(mean_N_C + spread * torch.randn(K, N, C, generator=g, dtype=torch.float64), dim=-1)
+
+
+@pytest.mark.parametrize(("K", "N", "M", "C"), [(1, 3, 2, 2), (4, 7, 5, 3), (8, 11, 9, 4)])
+def test_epig_matches_a_brute_force_mutual_information_averaged_over_targets(K: int, N: int, M: int, C: int) -> None:
+    pool_K_N_C, targets_K_M_C = random_log_probs(K, N, C, seed=N), random_log_probs(K, M, C, seed=100 + M)
+    expected_N = torch.from_numpy(np_epig(pool_K_N_C.numpy(), targets_K_M_C.numpy()))
+    torch.testing.assert_close(epig(pool_K_N_C, targets_K_M_C), expected_N.clamp(min=0), **TOL[torch.float64])
+    # float32, the loop's precision: the difference of entropies of size ~ln C^2 loses a few ulps of it
+    scores32_N = epig(pool_K_N_C.float(), targets_K_M_C.float())
+    assert scores32_N.dtype == torch.float32
+    torch.testing.assert_close(scores32_N.double(), expected_N, rtol=0, atol=1e-5)
+
+
+def test_epig_is_the_same_whatever_the_block_size() -> None:
+    pool_K_N_C, targets_K_M_C = random_log_probs(6, 50, 5, seed=1), random_log_probs(6, 13, 5, seed=2)
+    whole_N = epig(pool_K_N_C, targets_K_M_C)
+    for elements in (1, 5 * 13 * 5, 7 * 5 * 13 * 5 + 3):  # one item per block, exactly one, a ragged last block
+        torch.testing.assert_close(epig(pool_K_N_C, targets_K_M_C, block_elements=elements), whole_N, **TOL[torch.float64])
+
+
+def test_epig_is_zero_when_the_networks_agree() -> None:
+    one_K_N_C = random_log_probs(1, 9, 4, seed=3)
+    expect(epig(one_K_N_C.expand(5, -1, -1), random_log_probs(1, 6, 4, seed=4).expand(5, -1, -1)), [0.0] * 9, torch.float64)
+    # Networks that disagree on the pool but agree on every target: nothing to learn about the targets.
+    expect(epig(random_log_probs(5, 9, 4, seed=5), random_log_probs(1, 6, 4, seed=6).expand(5, -1, -1)), [0.0] * 9, torch.float64)
+
+
+def test_epig_with_the_item_itself_as_target_is_bald_for_one_hot_networks_and_below_it_otherwise() -> None:
+    """x* = x: EPIG = I(y; y'), y' a second label of x; the chain y - w - y' caps it at BALD = I(y; w),
+    reached when every network is certain (then p(y, y') = pbar on the diagonal, I = H[pbar] = BALD)."""
+    bald = ACQUISITIONS.get("bald")
+    votes_K_N = torch.randint(0, 3, (6, 8), generator=torch.Generator().manual_seed(7))
+    one_hot_K_N_C = torch.nn.functional.one_hot(votes_K_N, 3).double().log()  # log 0 = -inf off the vote
+    for n in range(8):
+        item_K_1_C = one_hot_K_N_C[:, n : n + 1]
+        expect(epig(item_K_1_C, item_K_1_C), [float(bald(item_K_1_C)[0])], torch.float64)
+    soft_K_N_C = random_log_probs(6, 8, 3, seed=8)
+    for n in range(8):
+        item_K_1_C = soft_K_N_C[:, n : n + 1]
+        assert float(epig(item_K_1_C, item_K_1_C)[0]) < float(bald(item_K_1_C)[0]) - 1e-6
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_epig_ranges_and_permutations(data: st.DataObject) -> None:
+    pool_K_N_C = data.draw(log_probs_strategy())
+    K, N, C = pool_K_N_C.shape
+    M = data.draw(st.integers(1, 4))
+    logits_K_M_C = data.draw(arrays(np.float64, (K, M, C), elements=st.floats(-30, 30)))
+    targets_K_M_C = torch.log_softmax(torch.from_numpy(logits_K_M_C), dim=-1)
+    scores_N = epig(pool_K_N_C, targets_K_M_C)
+    eps = TOL[torch.float64]["atol"]
+    assert scores_N.shape == (N,) and (scores_N >= 0).all()
+    assert (scores_N <= ACQUISITIONS.get("max_entropy")(pool_K_N_C) + eps).all()  # I(y; y*) <= H[y]
+    torch.testing.assert_close(scores_N, torch.from_numpy(np_epig(pool_K_N_C.numpy(), targets_K_M_C.numpy())).clamp(min=0), **TOL[torch.float64])
+    sample_perm = torch.tensor(data.draw(st.permutations(range(K))), dtype=torch.long)
+    target_perm = torch.tensor(data.draw(st.permutations(range(M))), dtype=torch.long)
+    torch.testing.assert_close(epig(pool_K_N_C[sample_perm], targets_K_M_C[sample_perm]), scores_N, **TOL[torch.float64])
+    torch.testing.assert_close(epig(pool_K_N_C, targets_K_M_C[:, target_perm]), scores_N, **TOL[torch.float64])
+
+
+def test_epig_refuses_targets_of_other_networks_or_classes() -> None:
+    pool_K_N_C = random_log_probs(4, 5, 3, seed=9)
+    for targets, what in [(random_log_probs(3, 2, 3, seed=10), "K=3"), (random_log_probs(4, 2, 4, seed=11), "C=4")]:
+        with pytest.raises(AlabError, match=f"same K networks and C classes.*{what}") as info:
+            epig(pool_K_N_C, targets)
+        assert "\n" not in str(info.value)
+
+
+def test_the_epig_strategy_takes_the_top_b_of_its_round_scores() -> None:
+    pool_K_N_C, targets_K_M_C = random_log_probs(4, 30, 3, seed=12), random_log_probs(4, 6, 3, seed=13)
+    scores_N = EPIG().scorer(targets_K_M_C)(pool_K_N_C)
+    torch.testing.assert_close(scores_N, epig(pool_K_N_C, targets_K_M_C), rtol=0, atol=0)
+    selection = EPIG().select(scores_N, 30, 4, generator=torch.Generator())
+    assert selection.indices.tolist() == torch.sort(scores_N, descending=True, stable=True).indices[:4].tolist()
+

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call
 
-from alab.acquisition import bald
-from alab.backends import BACKENDS, Backend, predict_log_probs
+from alab.acquisition.scores import bald
+from alab.backends import BACKENDS, Backend, Embeds, GradientEmbeds, predict_log_probs
 from alab.backends.ensemble import EnsembleParams, stacked_logits
 from alab.backends.vi import (
     BayesConv2d,
@@ -121,6 +122,49 @@ def test_epistemic_uncertainty_grows_away_from_the_data(fitted) -> None:
     with torch.no_grad():
         on_data, far = bald(networks(x_N_2)).mean(), bald(networks(far_A_2)).mean()
     assert far >= 2 * on_data, (float(far), float(on_data))
+
+
+def last_layer_gradients(name: str, backend: Any, x_1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """By autograd, of one item: the cross-entropy at the predicted class, its gradient over every
+    last layer's weight [B, C, D] and bias [B, C] (B networks: an ensemble's members, else 1).
+
+    The embeddings' reference: dL/dW = r h^T and dL/db = r, so the penultimate features are
+    h = (dL/dW)[c] / (dL/db)[c] for any class c, here the predicted one (r = p - 1 there, never 0).
+    """
+    if name == "mc_dropout":
+        network = backend.network_
+        last = network.head.layers[-1]
+        weights, biases = [last.weight], [last.bias]
+        forward = lambda: network(x_1)[None]  # noqa: E731 (no generator: dropout off)
+    elif name == "ensemble":
+        base, stacked = backend._fitted()
+        members = [{k: v[m].clone().requires_grad_(k.startswith("head.layers.1")) for k, v in stacked.items()} for m in range(backend.params.members)]
+        weights, biases = [m["head.layers.1.weight"] for m in members], [m["head.layers.1.bias"] for m in members]
+        forward = lambda: torch.stack([functional_call(base, m, (x_1,)) for m in members])  # noqa: E731
+    else:
+        means = [(layer.weight.detach()[None].clone(), layer.bias.detach()[None].clone()) for layer in backend.network_.bayesian()]
+        weights, biases = [means[-1][0].requires_grad_()], [means[-1][1].requires_grad_()]
+        forward = lambda: backend.network_.forward_sampled(x_1, means)  # noqa: E731
+    with torch.enable_grad():
+        logits_B_1_C = forward()
+        predicted = int(logits_B_1_C.softmax(-1).mean(dim=0).argmax(dim=-1))
+        loss = sum(F.cross_entropy(logits_1_C, torch.tensor([predicted])) for logits_1_C in logits_B_1_C)
+        grads = torch.autograd.grad(loss, [*weights, *biases])
+    B = len(weights)
+    return torch.stack([g.reshape(g.shape[-2:]) for g in grads[:B]]), torch.stack([g.reshape(-1) for g in grads[B:]])
+
+
+def test_every_backend_gives_embeddings_that_autograd_confirms(fitted) -> None:
+    """`gradient_embed` is the last layers' loss gradient at the predicted class, `embed` their input, per network side by side."""
+    name, backend, x_N_2, _ = fitted
+    assert isinstance(backend, Embeds) and isinstance(backend, GradientEmbeds)
+    features_N_F, gradients_N_E = backend.embed(x_N_2[:6]), backend.gradient_embed(x_N_2[:6])
+    for n in range(6):
+        weight_grads_B_C_D, bias_grads_B_C = last_layer_gradients(name, backend, x_N_2[n : n + 1])
+        torch.testing.assert_close(gradients_N_E[n], weight_grads_B_C_D.reshape(-1), rtol=1e-4, atol=1e-6)
+        c = int(bias_grads_B_C[0].abs().argmax())  # the predicted class: r = p - 1
+        features_B_D = weight_grads_B_C_D[:, c, :] / bias_grads_B_C[:, c : c + 1]
+        torch.testing.assert_close(features_N_F[n], features_B_D.reshape(-1), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted(FAST))

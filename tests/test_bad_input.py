@@ -130,6 +130,73 @@ def test_zero_or_negative_backend_settings(here: Path, text: str, message: str) 
     refused(here, ["run", *toml(here, text), "--out", "run"], message)
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('schedule = "typiclust"\n', r"schedule must be \[\[schedule\]\] tables, each with until = N labels and strategy = NAME"),
+        ("[[schedule]]\nuntil = 50\n", r"schedule\[0\] needs strategy"),
+        ('[[schedule]]\nuntil = "fifty"\nstrategy = "typiclust"\n', r"schedule\[0\]\.until must be int"),
+        ('[[schedule]]\nuntil = 50\nstrategy = "typiclust"\ncolour = 1\n', r"unknown key schedule\[0\]\.colour"),
+        ('[[schedule]]\nuntil = 20\nstrategy = "typiclust"\n', r"schedule step until = 20 never applies: .*initial = 20"),
+        ('[[schedule]]\nuntil = 60\nstrategy = "typiclust"\n[[schedule]]\nuntil = 40\nstrategy = "probcover"\n', r"until = 40 never applies"),
+        ('[[schedule]]\nuntil = 50\nstrategy = "typiclus"\n', r"unknown strategy 'typiclus'; choose one of: "),
+        ("epig_targets = 0\n", r"epig_targets must be at least 1, got 0"),
+        ('epig_target_inputs = "labels"\n', r"epig_target_inputs must be one of pool, validation, test or the path of a \.npy file"),
+        ("target_classes = []\n", r"target_classes must be one or more distinct class indices"),
+        ("target_classes = [1, 1]\n", r"target_classes must be one or more distinct class indices"),
+        ("target_classes = [1, 12]\n", r"target_classes must be class indices of digits, 0\.\.9; got \[1, 12\]"),
+    ],
+    ids=["schedule not tables", "schedule step without strategy", "schedule until not int", "schedule unknown key",
+         "schedule step at initial", "schedule not increasing", "schedule unknown strategy", "no EPIG targets",
+         "unknown EPIG target set", "no target classes", "target class twice", "target class out of range"],
+)  # fmt: skip
+def test_strategy_settings(here: Path, text: str, message: str) -> None:
+    refused(here, ["run", *toml(here, text), "--out", "run"], message)
+
+
+def test_epig_target_sets_that_are_missing_or_not_inputs(here: Path) -> None:
+    refused(here, ["run", "--strategy", "epig", *toml(here, 'epig_target_inputs = "validation"\n'), "--out", "run"],
+            r"epig_target_inputs = 'validation', but digits has no validation set here; set validation = N")  # fmt: skip
+    np.save(here / "targets.npy", np.zeros((4, 8, 8), dtype=np.float32))
+    refused(here, ["run", "--strategy", "epig", *toml(here, f'epig_target_inputs = "{here / "targets.npy"}"\n'), "--out", "run"],
+            r"targets\.npy must hold numbers of shape \[M, 64\] like the pool's items; got float32 \[4, 8, 8\]")  # fmt: skip
+    np.save(here / "targets.npy", np.full((4, 64), np.nan, dtype=np.float32))
+    refused(here, ["run", "--strategy", "epig", *toml(here, f'epig_target_inputs = "{here / "targets.npy"}"\n'), "--out", "run"], r"NaN or infinite")
+    refused(here, ["run", "--strategy", "epig", *toml(here, 'epig_target_inputs = "nowhere.npy"\n'), "--out", "run"], r"nowhere\.npy: cannot read it")
+
+
+class PlainBackend:
+    """The Backend protocol and nothing more: MC dropout without its embeddings."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+    def fit(self, x, y, *, generator):  # type: ignore[no-untyped-def]
+        self.inner.fit(x, y, generator=generator)
+        return self
+
+    def sample_networks(self, k, *, generator):  # type: ignore[no-untyped-def]
+        return self.inner.sample_networks(k, generator=generator)
+
+    def state_dict(self):  # type: ignore[no-untyped-def]
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state):  # type: ignore[no-untyped-def]
+        self.inner.load_state_dict(state)
+
+
+@pytest.mark.parametrize(("strategy", "what"), [("coreset", r"penultimate features \(embed\)"), ("badge", r"last-layer gradient embeddings \(gradient_embed\)")])
+def test_an_embedding_strategy_on_a_backend_without_embeddings(here: Path, monkeypatch: pytest.MonkeyPatch, strategy: str, what: str) -> None:
+    from alab.backends import BACKENDS
+    from alab.backends.mc_dropout import make_mc_dropout
+
+    monkeypatch.setitem(BACKENDS._items, "plain", lambda params, **kwargs: PlainBackend(make_mc_dropout(params, **kwargs)))
+    refused(here, ["run", "--backend", "plain", "--strategy", strategy, "--out", "run"],
+            rf"strategy '{strategy}' needs the fitted model's {what}, which backend 'plain' does not give; use another backend")  # fmt: skip
+    schedule = '[[schedule]]\nuntil = 50\nstrategy = "typiclust"\n'  # the inputs need no backend: a schedule step is checked too
+    refused(here, ["run", "--backend", "plain", "--strategy", "bald", *toml(here, schedule.replace("typiclust", strategy)), "--out", "run"], rf"strategy '{strategy}' needs")
+
+
 def test_an_initial_set_larger_than_the_pool(here: Path) -> None:
     refused(here, ["run", "--initial", "100000", "--out", "run"], r"initial set of 100000 is larger than the pool \(\d+ items\); lower --initial")
 
@@ -141,7 +208,7 @@ def test_a_query_larger_than_what_is_left(here: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--strategy", "bladd"], r"unknown strategy 'bladd'; choose one of: bald, "),
+        (["--strategy", "bladd"], r"unknown strategy 'bladd'; choose one of: badge, bald, "),
         (["--backend", "gp"], r"unknown backend 'gp'; choose one of: ensemble, mc_dropout, vi"),
         (["--dataset", "cifar"], r"unknown dataset 'cifar'; choose one of: "),
         (["--oracle", "crowd"], r"unknown oracle 'crowd'; choose one of: files, simulated, terminal, web"),

@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from alab.acquisition import bald
-from alab.batchbald import _JointState, batchbald
+from alab.acquisition.joint import _JointState, batchbald
+from alab.acquisition.scores import bald
 from alab.errors import AlabError
 
 

@@ -33,7 +33,7 @@ def fast_recipe(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "--strategy", "nope"], "unknown strategy 'nope'; choose one of: bald, "),
+        (["run", "--strategy", "nope"], "unknown strategy 'nope'; choose one of: badge, bald, "),
         (["run", "--backend", "nope"], "unknown backend 'nope'; choose one of: "),
         (["run", "--dataset", "nope"], "unknown dataset 'nope'"),
         (["run", "--query-size", "0"], "query_size must be at least 1"),

@@ -96,7 +96,7 @@ def test_run_keys_strategy_and_seed_belong_in_the_compare_table(tmp_path: Path) 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
 def test_shipped_recipes_load(path: Path) -> None:
-    from alab.selection import STRATEGIES
+    from alab.acquisition.strategies import STRATEGIES
 
     comparison = load_comparison(path)
     assert comparison.cells()

@@ -53,3 +53,18 @@ def test_malformed_toml_names_the_file(tmp_path: Path) -> None:
 def test_missing_config_file() -> None:
     with pytest.raises(AlabError, match="does not exist"):
         load_config("/nonexistent/recipe.toml")
+
+
+def test_schedule_tables_and_the_target_settings_round_trip(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        'strategy = "badge"\ntarget_classes = [1, 7]\nepig_targets = 50\nepig_target_inputs = "validation"\n'
+        '[[schedule]]\nuntil = 40\nstrategy = "typiclust"\n[[schedule]]\nuntil = 60\nstrategy = "probcover"\n'
+    )
+    config = load_config(recipe)
+    assert [(step.until, step.strategy) for step in config.schedule] == [(40, "typiclust"), (60, "probcover")]
+    assert (config.target_classes, config.epig_targets, config.epig_target_inputs) == ([1, 7], 50, "validation")
+    path = tmp_path / "c.toml"
+    path.write_text(config.to_toml())
+    assert load_config(path) == config
+    assert "schedule" not in RunConfig().to_toml()  # none written without a schedule

@@ -107,6 +107,20 @@ def test_validation_is_carved_from_the_pool_by_seed() -> None:
     assert pool_rows | val_rows == full_rows
 
 
+def test_target_classes_shift_the_test_and_validation_sets_and_leave_the_pool() -> None:
+    """EPIG's setting: the pool holds every class, the target distribution (test and validation) some."""
+    full = load_dataset("digits", seed=3, validation=300)
+    shifted = load_dataset("digits", seed=3, validation=300, target_classes=[1, 7])
+    assert shifted.x_val is not None and shifted.y_val is not None and full.y_val is not None
+    torch.testing.assert_close(shifted.x_pool, full.x_pool, rtol=0, atol=0)
+    torch.testing.assert_close(shifted.y_pool, full.y_pool, rtol=0, atol=0)
+    for x, y, x_all, y_all in [(shifted.x_test, shifted.y_test, full.x_test, full.y_test), (shifted.x_val, shifted.y_val, full.x_val, full.y_val)]:
+        keep = (y_all == 1) | (y_all == 7)
+        assert set(y.tolist()) == {1, 7} and len(y) == int(keep.sum()) > 0
+        torch.testing.assert_close(x, x_all[keep], rtol=0, atol=0)
+    assert shifted.checksum == full.checksum  # the same data, seen through another target
+
+
 def test_carve_validation_partitions_the_indices() -> None:
     pool_P, val_V = carve_validation(50, 12, seed=3)
     assert val_V.shape == (12,) and pool_P.shape == (38,)

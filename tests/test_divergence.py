@@ -17,7 +17,8 @@ from alab.cli import app
 from alab.config import RunConfig
 from alab.errors import AlabError
 from alab.loop import non_finite_tensors, resume_run, start_run
-from alab.selection import STRATEGIES, TopK
+from alab.acquisition.base import TopK
+from alab.acquisition.strategies import STRATEGIES
 
 QUIET = staticmethod(lambda line: None)
 TIMING = ["train_seconds", "score_seconds"]
@@ -77,7 +78,7 @@ def test_non_finite_scores_stop_the_run_before_acquiring(
         return torch.full(log_probs_K_N_C.shape[1:2], float("nan"))
 
     monkeypatch.setitem(STRATEGIES._items, "nan_scores", TopK(acquisition="nan_scores"))
-    from alab.acquisition import ACQUISITIONS
+    from alab.acquisition.scores import ACQUISITIONS
 
     monkeypatch.setitem(ACQUISITIONS._items, "nan_scores", nan_scores)
     config = dataclasses.replace(small_config, strategy="nan_scores")

@@ -10,7 +10,7 @@ import pytest
 import alab.tasks
 from alab.config import OracleConfig, RunConfig
 from alab.errors import AlabError
-from alab.loop import resume_run, start_run
+from alab.loop import load_run_config, resume_run, start_run
 from alab.oracles import ORACLES
 from alab.oracles.simulated import SimulatedOracle
 
@@ -150,7 +150,7 @@ def test_a_second_run_into_the_same_directory_is_refused(tmp_path: Path, small_c
     [
         ({"initial": 5000}, "larger than the pool"),
         ({"rounds": 200, "query_size": 10}, "lower --rounds or --query-size"),
-        ({"strategy": "nope"}, "unknown strategy 'nope'; choose one of: bald"),
+        ({"strategy": "nope"}, "unknown strategy 'nope'; choose one of: badge, bald"),
         ({"oracle": OracleConfig("nope")}, "unknown oracle"),
         ({"dataset": "nope"}, "unknown dataset"),
     ],
@@ -179,3 +179,69 @@ def test_pool_subsample_scores_only_that_many(tmp_path: Path, small_config: RunC
         assert len(indices) == len(set(indices)) == 50
         assert not set(indices) & set(labels[labels["round"] <= r]["index"])  # only unlabeled items
     assert set(labels[labels["round"] == 1]["index"]) <= set(scored[0])  # round 1's queries come from round 0's subsample
+
+
+def test_a_schedule_selects_with_its_strategy_below_until_and_the_curve_says_which(tmp_path: Path, small_config: RunConfig) -> None:
+    from alab.config import ScheduleStep
+
+    scheduled = dataclasses.replace(small_config, strategy="coreset", schedule=(ScheduleStep(40, "typiclust"),))
+    curve = run(scheduled, tmp_path / "scheduled")
+    assert curve["n_labeled"].tolist() == [20, 30, 40, 50]
+    assert curve["selected_by"].tolist()[:3] == ["typiclust", "typiclust", "coreset"] and pd.isna(curve["selected_by"].iloc[3])
+    assert (curve["select_seconds"].iloc[:3] >= 0).all() and pd.isna(curve["select_seconds"].iloc[3])
+    assert load_run_config(tmp_path / "scheduled").schedule == scheduled.schedule  # config.toml holds it, enough to rerun
+    # Rounds 0 and 1 chose as a typiclust run does (every step before round 2's selection is the same)
+    alone = run(dataclasses.replace(small_config, strategy="typiclust"), tmp_path / "typiclust")
+    assert alone["selected_by"].tolist()[:3] == ["typiclust"] * 3
+    labels = pd.read_csv(tmp_path / "scheduled" / "labels.csv")
+    labels_alone = pd.read_csv(tmp_path / "typiclust" / "labels.csv")
+    early = lambda frame: frame[frame["round"] <= 2].reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(early(labels), early(labels_alone))
+    assert not labels[labels["round"] == 3].equals(labels_alone[labels_alone["round"] == 3])
+
+
+@pytest.mark.parametrize("strategy", ["epig", "badge", "coreset", "cluster_margin", "probcover"])
+def test_the_new_rules_resume_after_a_crash_to_the_uninterrupted_picks(tmp_path: Path, small_config: RunConfig, strategy: str, monkeypatch) -> None:
+    from alab.config import ScheduleStep
+
+    config = dataclasses.replace(small_config, strategy=strategy, schedule=(ScheduleStep(30, "typiclust"),) if strategy == "coreset" else ())
+    reference = run(config, tmp_path / "reference")
+    monkeypatch.setitem(ORACLES._items, "crashing", lambda context: CrashingOracle(context.dataset.y_pool))
+    CrashingOracle.budget = 34
+    with pytest.raises(KeyboardInterrupt):
+        start_run(dataclasses.replace(config, oracle=OracleConfig("crashing")), tmp_path / "run", echo=lambda line: None)
+    CrashingOracle.budget = 10**6
+    resume_run(tmp_path / "run", echo=lambda line: None)
+    resumed = pd.read_csv(tmp_path / "run" / "curve.csv")
+    columns = ["n_labeled", "accuracy", "nll", "selected_by"]
+    pd.testing.assert_frame_equal(resumed[columns], reference[columns], check_exact=True)
+    assert (tmp_path / "run" / "labels.csv").read_text() == (tmp_path / "reference" / "labels.csv").read_text()
+
+
+@pytest.mark.parametrize("source", ["pool", "validation", "test", "file"])
+def test_epig_scores_against_the_targets_the_run_names(tmp_path: Path, small_config: RunConfig, source: str, monkeypatch) -> None:
+    """Each round draws `epig_targets` of the named set by the seed; their labels are never read."""
+    import numpy as np
+    import torch
+
+    import alab.selecting
+    from alab.data import load_dataset
+
+    dataset = load_dataset("digits", validation=200)
+    sets = {"pool": dataset.x_pool, "validation": dataset.x_val, "test": dataset.x_test, "file": dataset.x_test[:30] + 1}
+    np.save(tmp_path / "targets.npy", sets["file"].numpy())
+    named = str(tmp_path / "targets.npy") if source == "file" else source
+    drawn: list[torch.Tensor] = []
+    round_scorer = alab.selecting.round_scorer
+
+    def recording(strategy, task, networks, targets, chunk_size):  # type: ignore[no-untyped-def]
+        drawn.append(targets)
+        return round_scorer(strategy, task, networks, targets, chunk_size)
+
+    monkeypatch.setattr(alab.loop, "round_scorer", recording)
+    config = dataclasses.replace(small_config, strategy="epig", validation=200, epig_targets=25, epig_target_inputs=named, rounds=2)
+    run(config, tmp_path / "run")
+    assert len(drawn) == 2 and all(len(t) == 25 for t in drawn)
+    pool_rows = {tuple(row.tolist()) for row in sets[source]}
+    assert all(tuple(row.tolist()) in pool_rows for t in drawn for row in t)
+    assert not torch.equal(drawn[0], drawn[1])  # a fresh draw each round

@@ -50,3 +50,20 @@ def test_gal_cnn_shapes_match_the_paper() -> None:
 def test_gal_cnn_refuses_vectors() -> None:
     with pytest.raises(AlabError, match="image inputs"):
         build_model("gal_cnn", (64,), 10, torch.Generator())
+
+
+@pytest.mark.parametrize(("name", "shape"), [("mlp", (64,)), ("mlp_regression", (5,)), ("gal_cnn", (1, 28, 28)), ("kirsch_cnn", (1, 28, 28))])
+def test_embed_is_the_last_dense_layers_input_and_output_with_dropout_off(name: str, shape: tuple[int, ...]) -> None:
+    """The penultimate features by hand: run every layer but the last (no masks), then the last one on them."""
+    net = build_model(name, shape, 10, torch.Generator().manual_seed(5), "regression" if name == "mlp_regression" else "classification")
+    x = torch.randn(3, *shape, generator=torch.Generator().manual_seed(6))
+    features_N_H, raw_N_O = net.embed(x)
+    dense = net.head.dense if hasattr(net.head, "dense") else net.head
+    h = net.trunk(x)
+    if hasattr(net.head, "conv"):
+        h = torch.relu(torch.nn.functional.max_pool2d(net.head.conv(h), 2)).flatten(1)
+    for layer in dense.layers[:-1]:
+        h = torch.relu(layer(h))
+    torch.testing.assert_close(features_N_H, h, rtol=0, atol=0)
+    torch.testing.assert_close(raw_N_O, net(x), rtol=0, atol=0)
+    assert features_N_H.shape == (3, dense.layers[-1].in_features)

@@ -1,4 +1,4 @@
-"""Regression acquisition (alab.regression) and metrics (alab.regression_metrics): closed forms, brute force, scipy."""
+"""Regression acquisition (alab.acquisition.regression) and metrics (alab.regression_metrics): closed forms, brute force, scipy."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from scipy import integrate, stats
 
 from alab.errors import AlabError
-from alab.regression import (
+from alab.acquisition.regression import (
     MIN_VARIANCE,
     REGRESSION_ACQUISITIONS,
     bald,
@@ -159,7 +159,7 @@ def test_bad_inputs_are_one_line_errors(bad: torch.Tensor) -> None:
 
 
 def test_training_loss_is_the_gaussian_nll() -> None:
-    from alab.regression import gaussian_nll_loss
+    from alab.acquisition.regression import gaussian_nll_loss
 
     out_N_2 = outputs([[0.5, -1.0]], [[2.0, 0.3]])[0]
     y_N = torch.tensor([1.0, 0.0], dtype=torch.float64)

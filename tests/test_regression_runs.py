@@ -15,14 +15,14 @@ from alab.data import load_dataset
 from alab.data.regression import TOY_GAP, TOY_NOISY, toy1d_raw
 from alab.errors import AlabError
 from alab.loop import start_run
-from alab.selection import STRATEGIES
+from alab.acquisition.strategies import STRATEGIES
 from alab.storage import LabelsJournal
 from alab.tasks import Regression, unsupported
 from test_cli import alab
 
 REGRESSION_COLUMNS = [
     "round", "n_labeled", "rmse", "nll", "coverage_50", "coverage_90", "coverage_95",
-    "train_seconds", "score_seconds", "mean_epistemic", "mean_aleatoric",
+    "train_seconds", "score_seconds", "mean_epistemic", "mean_aleatoric", "selected_by", "select_seconds",
 ]  # fmt: skip
 
 

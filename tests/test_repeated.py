@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from alab.acquisition import bald
-from alab.batchbald import batchbald
+from alab.acquisition.joint import BatchBALD, batchbald
+from alab.acquisition.scores import bald
 from alab.data import load_dataset
 from alab.data.repeated import NOISE_STD, REPETITIONS, original_index
 from alab.label_import import import_labels
 from alab.loop import build_parts, load_run_config, round_generator
 from alab.scoring import candidate_log_probs, score_pool
-from alab.selection import BatchBALD
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"

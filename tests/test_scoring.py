@@ -10,12 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from alab.acquisition import ACQUISITIONS, bald
+from alab.acquisition.base import topk
+from alab.acquisition.scores import ACQUISITIONS, bald
 from alab.backends import BACKENDS
 from alab.errors import AlabError
 from alab.models import DropoutHead, Network, build_model, stacked_dense_forward
 from alab.scoring import RunningTopK, score_pool
-from alab.selection import topk
 
 DTYPES = [torch.float32, torch.float64]
 # float32: the folded product sums the same terms in another order (a few ulps of |logits| ~ 1).

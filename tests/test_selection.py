@@ -1,4 +1,5 @@
-"""Batch rules: stochastic sampling (power, softmax, soft-rank) by Gumbel-top-k, and the strategy registry."""
+"""Batch rules (alab.acquisition.base, stochastic): top-k, stochastic sampling (power, softmax, soft-rank) by
+Gumbel-top-k, and the strategy registry (alab.acquisition.strategies)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import pytest
 import torch
 
 from alab.errors import AlabError
-from alab.selection import STRATEGIES, BatchBALD, JointStrategy, Stochastic, gumbel_topk, random_subset, topk
+from alab.acquisition.base import JointStrategy, random_subset, topk
+from alab.acquisition.joint import BatchBALD
+from alab.acquisition.stochastic import Stochastic, gumbel_topk
+from alab.acquisition.strategies import STRATEGIES
 
 
 def test_gumbel_top_1_samples_proportionally_to_the_weights() -> None:
@@ -127,9 +131,25 @@ def test_random_subset_is_seeded_and_without_replacement() -> None:
 
 
 def test_every_strategy_names_a_registered_acquisition() -> None:
-    from alab.acquisition import ACQUISITIONS
-    from alab.regression import REGRESSION_ACQUISITIONS
+    from alab.acquisition.scores import ACQUISITIONS
+    from alab.acquisition.regression import REGRESSION_ACQUISITIONS
 
     for name in STRATEGIES.names():
         acquisition = STRATEGIES.get(name).acquisition
         assert acquisition is None or acquisition in ACQUISITIONS or acquisition in REGRESSION_ACQUISITIONS
+
+
+def test_every_strategy_is_listed_with_its_paper() -> None:
+    """`alab strategies` prints these summaries: each names the paper it follows, as (Author ... year)."""
+    import re
+
+    for name in STRATEGIES.names():
+        if name != "random":
+            assert re.search(r"\([A-Z][^()]* (19|20)\d\d[a-z]?[^()]*\)$", STRATEGIES.summary(name)), (name, STRATEGIES.summary(name))
+    assert {"epig", "badge", "coreset", "cluster_margin", "typiclust", "probcover"} <= set(STRATEGIES.names())
+
+
+def test_a_duplicate_strategy_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="strategy 'badge' is already registered"):
+        STRATEGIES.add("badge", STRATEGIES.get("coreset"))
+

@@ -3,15 +3,21 @@
 `sample_networks(k)` returns K posterior samples (dropout masks, ensemble members, weight draws) as one
 callable: the same K networks score every item it is given, chunk after chunk, which is what joint
 quantities such as BatchBALD need and what lets K networks run as one matrix product.
+
+Embedding-based acquisition (BADGE, Coreset, Cluster-Margin) needs the fitted model's embeddings
+too: `embed` (the penultimate features, `Embeds`) and `gradient_embed` (the last layer's loss
+gradient, `GradientEmbeds`). A backend without them cannot run those strategies: the run is refused
+before it starts (`alab.loop.build_parts`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -31,6 +37,38 @@ class Backend(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class Embeds(Protocol):
+    """A backend that gives the penultimate features of its fitted model (deterministic: dropout off, mean weights)."""
+
+    def embed(self, x: Tensor) -> Tensor: ...  # x [N, ...] -> features_N_D on the CPU
+
+
+@runtime_checkable
+class GradientEmbeds(Protocol):
+    """A classifier backend that gives the last layer's loss gradient at the predicted class (`gradient_embedding`)."""
+
+    def gradient_embed(self, x: Tensor) -> Tensor: ...  # x [N, ...] -> gradients_N_E on the CPU
+
+
+def gradient_embedding(log_probs_B_N_C: Tensor, features_B_N_D: Tensor) -> Tensor:
+    """The last layer's cross-entropy gradient at the predicted class, of B networks side by side: [N, B*C*D].
+
+    One network, last layer z = W h + b, p = softmax(z), the label it predicts y^ = argmax_c p_c:
+    dL(y^)/dW = (p - e_y^) h^T, a C x D matrix, flattened (Ash et al. 2020, "Deep Batch Active
+    Learning by Diverse, Uncertain Gradient Lower Bounds": BADGE's gradient embedding, weights only).
+    B networks trained on the sum of their losses (a deep ensemble's members): the gradient of that
+    sum over every last layer is the B blocks side by side, all at the label the B networks predict
+    together (argmax of their mean probabilities). Shapes: [B, N, C], [B, N, D] -> [N, B*C*D].
+    """
+    B, N, C = log_probs_B_N_C.shape
+    probs_B_N_C = log_probs_B_N_C.exp()
+    predicted_N = probs_B_N_C.mean(dim=0).argmax(dim=1)
+    residual_B_N_C = probs_B_N_C - F.one_hot(predicted_N, C).to(probs_B_N_C.dtype)
+    gradients_B_N_C_D = residual_B_N_C[..., None] * features_B_N_D[:, :, None, :]
+    return gradients_B_N_C_D.permute(1, 0, 2, 3).reshape(N, -1)  # [B, N, C, D] -> [N, B, C, D] -> [N, B*C*D]
 
 
 def predict_log_probs(backend: Backend, x: Tensor, k: int, *, generator: torch.Generator) -> Tensor:

@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from alab.backends.base import BACKENDS, SampledNetworks, minibatches
+from alab.backends.base import BACKENDS, SampledNetworks, gradient_embedding, minibatches
 from alab.config import from_mapping
 from alab.errors import AlabError
 from alab.models import Network, build_model
@@ -64,6 +64,27 @@ def stacked_logits(base: Network, stacked: Stacked, x: Tensor) -> Tensor:
         return functional_call(base, member, (x,))  # generator None: dropout off
 
     return vmap(member_logits, in_dims=(0, None))(stacked, x)
+
+
+class _Embedding(nn.Module):
+    """`Network.embed` as a module's forward, so that `functional_call` can run it with a member's weights."""
+
+    def __init__(self, network: Network) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.network.embed(x)
+
+
+def stacked_embeddings(base: Network, stacked: Stacked, x: Tensor) -> tuple[Tensor, Tensor]:
+    """(features_M_N_D, logits_M_N_C) of the M members on the same inputs: each one's last layer input and output."""
+    embedding = _Embedding(base)
+
+    def member_embedding(member: Stacked, x: Tensor) -> tuple[Tensor, Tensor]:
+        return functional_call(embedding, {f"network.{name}": t for name, t in member.items()}, (x,))
+
+    return vmap(member_embedding, in_dims=(0, None))(stacked, x)
 
 
 def train_stacked(
@@ -139,6 +160,28 @@ class EnsembleBackend:
             return torch.log_softmax(stacked_logits(base, subset, x.to(self.device)), dim=-1)
 
         return log_probs_K_N_C
+
+    @torch.no_grad()
+    def embed(self, x: Tensor) -> Tensor:
+        """The members' penultimate features side by side, [N, M*D].
+
+        Concatenated, not averaged: members from different initializations do not share a feature
+        space (their hidden units are in no common order), so a mean of their features measures
+        nothing; squared distances in the concatenation are the sum of each member's.
+        """
+        base, stacked = self._fitted()
+        features_M_N_D, _ = stacked_embeddings(base, stacked, x.to(self.device))
+        return features_M_N_D.permute(1, 0, 2).reshape(x.shape[0], -1).float().cpu()  # [M, N, D] -> [N, M*D]
+
+    @torch.no_grad()
+    def gradient_embed(self, x: Tensor) -> Tensor:
+        """The members' last-layer gradients at the ensemble's predicted class, side by side (`gradient_embedding`): [N, M*C*D].
+
+        The gradient of the ensemble's training loss (the sum of the members' cross-entropies) over every member's last layer.
+        """
+        base, stacked = self._fitted()
+        features_M_N_D, logits_M_N_C = stacked_embeddings(base, stacked, x.to(self.device))
+        return gradient_embedding(torch.log_softmax(logits_M_N_C.float(), dim=-1), features_M_N_D.float()).cpu()
 
     def state_dict(self) -> dict[str, Any]:
         _, stacked = self._fitted()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from alab.backends.base import BACKENDS, SCHEDULES, SampledNetworks, epoch_batches
+from alab.backends.base import BACKENDS, SCHEDULES, SampledNetworks, epoch_batches, gradient_embedding
 from alab.config import from_mapping
 from alab.errors import AlabError
 from alab.models import ConvDropoutHead, Network, build_model, inference_trunk
@@ -160,6 +161,7 @@ class MCDropoutBackend:
             raise AlabError("backend.early_stopping needs a validation set: set validation = N in the run (Kirsch et al. 2019 use 1024)")
         self.validation = None if validation is None else (validation[0].to(device), validation[1].to(device))
         self.network_: Network | None = None
+        self.trunk_: Callable[[Tensor], Tensor] | None = None  # the fitted trunk's inference copy, for `embed`
         self._build(torch.Generator())  # a bad model, option or shape: refused now, before a run starts
 
     def _build(self, generator: torch.Generator) -> Network:
@@ -169,6 +171,7 @@ class MCDropoutBackend:
     def fit(self, x: Tensor, y: Tensor, *, generator: torch.Generator) -> MCDropoutBackend:
         if self.network_ is None or not self.params.warm_start:
             self.network_ = self._build(generator).to(self.device)
+        self.trunk_ = None
         train_classifier(self.network_, x.to(self.device), y.to(self.device), self.params, generator, validation=self.validation)
         return self
 
@@ -213,6 +216,24 @@ class MCDropoutBackend:
 
         return log_probs_1_N_C
 
+    @torch.no_grad()
+    def embed(self, x: Tensor) -> Tensor:
+        """The deterministic network's penultimate features (dropout off): the last dense layer's input, [N, D]."""
+        network = self._fitted()
+        return network.embed(x.to(self.device), self._trunk())[0].float().cpu()
+
+    @torch.no_grad()
+    def gradient_embed(self, x: Tensor) -> Tensor:
+        """The deterministic network's last-layer gradient at its predicted class (`gradient_embedding`): [N, C*D]."""
+        features_N_D, logits_N_C = self._fitted().embed(x.to(self.device), self._trunk())
+        return gradient_embedding(torch.log_softmax(logits_N_C.float(), dim=-1)[None], features_N_D.float()[None]).cpu()
+
+    def _trunk(self) -> Callable[[Tensor], Tensor]:
+        """The fitted trunk's inference copy, made once per fit (embeddings run chunk by chunk)."""
+        if self.trunk_ is None:
+            self.trunk_ = inference_trunk(self._fitted().trunk)
+        return self.trunk_
+
     def state_dict(self) -> dict[str, Any]:
         return {"params": asdict(self.params), "network": self._fitted().state_dict()}
 
@@ -220,6 +241,7 @@ class MCDropoutBackend:
         self.network_ = self._build(torch.Generator().manual_seed(0)).to(self.device)  # weights are overwritten just below
         self.network_.load_state_dict(state["network"])
         self.network_.eval()
+        self.trunk_ = None
 
     def _fitted(self) -> Network:
         if self.network_ is None:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from alab.backends.base import BACKENDS, SampledNetworks, minibatches
+from alab.backends.base import BACKENDS, SampledNetworks, gradient_embedding, minibatches
 from alab.config import from_mapping
 from alab.errors import AlabError
 from alab.models import init_parameters
@@ -167,9 +167,17 @@ class BayesNetwork(nn.Module):
         Convolutions keep the K networks side by side in the channels, [N, K*channels, H, W]: the first
         one runs the K kernels as one wide convolution, later ones as a grouped convolution (groups=K).
         """
+        return self.embed_sampled(x, samples)[1]
+
+    def embed_sampled(self, x: Tensor, samples: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+        """(features_K_N_D, logits_K_N_C) of the K networks `samples`: the last Bayesian layer's input and output."""
         draws = iter(samples)
+        last = self.bayesian()[-1]
         h, k = x, 0  # k = 0 until the first Bayesian layer: h is shared by the K networks
+        features = h
         for layer in self.layers:
+            if layer is last:
+                features = h if h.ndim == 3 else h.expand(samples[-1][0].shape[0], *h.shape)  # [N, D] shared -> [K, N, D]
             if isinstance(layer, BayesConv2d):
                 weight_K_O_I_h_w, bias_K_O = next(draws)
                 groups, k = (1 if k == 0 else k), weight_K_O_I_h_w.shape[0]
@@ -183,7 +191,7 @@ class BayesNetwork(nn.Module):
                 h = h.reshape(h.shape[0], k, -1).transpose(0, 1)  # [N, K*C, H, W] -> [K, N, C*H*W]
             else:
                 h = layer(h)
-        return h
+        return features, h
 
 
 def bayes_mlp(input_shape: tuple[int, ...], num_classes: int, init_sigma: float, hidden: int = 128) -> BayesNetwork:
@@ -304,13 +312,29 @@ class VIBackend:
     def mean_network(self) -> SampledNetworks:
         """The network at the posterior means, as K = 1: log_probs [1, N, C]."""
         network = self._fitted()
-        means = [(layer.weight.detach()[None], layer.bias.detach()[None]) for layer in network.bayesian()]
+        means = self._means()
 
         def log_probs_1_N_C(x: Tensor) -> Tensor:
             with torch.no_grad():
                 return torch.log_softmax(network.forward_sampled(x.to(self.device), means), dim=-1)
 
         return log_probs_1_N_C
+
+    @torch.no_grad()
+    def embed(self, x: Tensor) -> Tensor:
+        """The mean network's penultimate features (the last layer's input at the posterior means), [N, D]."""
+        features_1_N_D, _ = self._fitted().embed_sampled(x.to(self.device), self._means())
+        return features_1_N_D[0].float().cpu()
+
+    @torch.no_grad()
+    def gradient_embed(self, x: Tensor) -> Tensor:
+        """The mean network's last-layer gradient at its predicted class (`gradient_embedding`): [N, C*D]."""
+        features_1_N_D, logits_1_N_C = self._fitted().embed_sampled(x.to(self.device), self._means())
+        return gradient_embedding(torch.log_softmax(logits_1_N_C.float(), dim=-1), features_1_N_D.float()).cpu()
+
+    def _means(self) -> list[tuple[Tensor, Tensor]]:
+        """The posterior means as one network (K = 1) of `forward_sampled`."""
+        return [(layer.weight.detach()[None], layer.bias.detach()[None]) for layer in self._fitted().bayesian()]
 
     def state_dict(self) -> dict[str, Any]:
         return {"params": asdict(self.params), "network": self._fitted().state_dict()}

@@ -97,6 +97,7 @@ def load_dataset(
     target: str | None = None,
     pool_size: int = 0,
     input_scaling: str = "default",
+    target_classes: tuple[int, ...] | list[int] | None = None,
 ) -> Dataset:
     """Load data set `name`; `validation` items drawn from its training split by `seed`, the rest is the pool.
 
@@ -107,7 +108,9 @@ def load_dataset(
     `pool_size` > 0: the pool is a random `pool_size` of what is left after the validation set,
     drawn by `seed` (Gal et al. 2017's code draws its pool of 40,000 from the 60,000 training images).
     `input_scaling`: "default" (the data set's usual), or "standardize" / "unit" where the loader
-    offers the choice; AlabError where it does not.
+    offers the choice; AlabError where it does not. `target_classes` (class indices): the test and
+    validation sets keep only the items of these classes, the pool keeps every class: a target
+    distribution shifted from the pool's (Bickford Smith et al. 2023's MNIST settings for EPIG).
     """
     if seed < 0:
         raise AlabError(f"seed must be a non-negative integer, got {seed}")
@@ -145,6 +148,15 @@ def load_dataset(
             raise AlabError(f"pool_size = {pool_size} is more than the {len(y_pool)} items left for the pool of {name}; lower it (0: all)")
         pool_P = torch.from_numpy(subsample_pool(len(y_pool), pool_size, seed))
         x_pool, y_pool = x_pool[pool_P], y_pool[pool_P]
+    x_test, y_test = splits.x_test, splits.y_test
+    if target_classes is not None:
+        if splits.task != "classification" or not all(isinstance(c, int) and 0 <= c < len(splits.classes) for c in target_classes):
+            raise AlabError(f"target_classes must be class indices of {name}, 0..{len(splits.classes) - 1}; got {list(target_classes)}")
+        keep_T = torch.isin(y_test, torch.tensor(list(target_classes)))
+        x_test, y_test = x_test[keep_T], y_test[keep_T]
+        if y_val is not None and x_val is not None:
+            keep_V = torch.isin(y_val, torch.tensor(list(target_classes)))
+            x_val, y_val = x_val[keep_V], y_val[keep_V]
     target_mean, target_std = 0.0, 1.0
     if splits.task == "regression":
         target_mean, target_std = float(y_pool.double().mean()), float(y_pool.double().std())
@@ -154,8 +166,8 @@ def load_dataset(
         name=name,
         x_pool=x_pool,
         y_pool=y_pool,
-        x_test=splits.x_test,
-        y_test=splits.y_test,
+        x_test=x_test,
+        y_test=y_test,
         x_val=x_val,
         y_val=y_val,
         classes=splits.classes,

@@ -16,7 +16,7 @@ the noise the model believes is in the data, plus its disagreement about the mea
 al. 2018, "Decomposition of Uncertainty in Bayesian Deep Learning"). A noisy region has a large
 aleatoric part that no label can reduce; an unexplored one has a large epistemic part.
 
-Classification acquisition (`alab.acquisition`, on log-probabilities) is separate and untouched.
+Classification scores (`alab.acquisition.scores`, on log-probabilities) are separate.
 """
 
 from __future__ import annotations

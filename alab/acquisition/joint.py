@@ -1,4 +1,4 @@
-"""BatchBALD: greedy batch acquisition by the joint mutual information of the batch and the weights.
+"""Joint batch rules: BatchBALD, the batch chosen greedily by its joint mutual information with the weights.
 
     a_BatchBALD(x_1..x_b) = I[y_1..y_b; w] = H[y_1..y_b] - sum_i E_w H[y_i | x_i, w]
 
@@ -31,10 +31,12 @@ candidate; with sampled ones it differs only within the sampling noise of the es
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from alab.acquisition.base import Selection
 from alab.errors import AlabError
 
 DEFAULT_NUM_SAMPLES = 10_000
@@ -190,3 +192,23 @@ def batchbald(
         gains.append(float(bound_N[choice]))
         available_N[choice] = False
     return torch.tensor(picked, dtype=torch.long), torch.tensor(gains, dtype=torch.float64)
+
+
+@dataclass(frozen=True)
+class BatchBALD:
+    """Greedy BatchBALD over the `candidates` best items by BALD (`batchbald` above).
+
+    Selection.scores are the marginal gains I[y_i; w | y_1..y_(i-1)]; their sum is the batch's
+    joint mutual information. Pre-filtering the pool by BALD follows Kirsch et al. (2019)'s code.
+    """
+
+    acquisition: str = "bald"
+    candidates: int = 1000
+    num_samples: int = DEFAULT_NUM_SAMPLES
+
+    def select(self, scores_N: Tensor | None, n: int, b: int, *, generator: torch.Generator) -> Selection:
+        raise AlabError("batchbald needs the candidates' log-probabilities: call select_joint (the loop does)")
+
+    def select_joint(self, log_probs_K_M_C: Tensor, b: int, *, generator: torch.Generator) -> Selection:
+        indices_B, gains_B = batchbald(log_probs_K_M_C, b, num_samples=self.num_samples, generator=generator)
+        return Selection(indices=indices_B, scores=gains_B.float())

@@ -1,19 +1,26 @@
-"""Acquisition functions: pure scores of a pool from posterior samples of its log-probabilities.
+"""Scores on log-probabilities: pure functions of a pool's posterior samples.
 
-Every function maps `log_probs_K_N_C` (K posterior samples, N pool items, C classes; natural-log
-probabilities) to `scores_N` on the input's device and dtype. Higher score = acquire, always.
+Every function in ACQUISITIONS maps `log_probs_K_N_C` (K posterior samples, N pool items, C classes;
+natural-log probabilities) to `scores_N` on the input's device and dtype. Higher score = acquire,
+always. EPIG also takes the log-probabilities of M target inputs under the same K networks,
+`log_probs_K_M_C`, so it is a strategy of its own (`EPIG`) rather than a registered function.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from alab.acquisition.base import Selection, topk
 from alab.errors import AlabError
 from alab.registry import Registry
+
+EPIG_BLOCK_ELEMENTS = 1 << 22  # joint probabilities [chunk, C, M*C] per matrix product in `epig` (16 MiB in float32)
 
 ACQUISITIONS: Registry[Callable[[Tensor], Tensor]] = Registry("acquisition function")
 
@@ -143,3 +150,58 @@ def least_confidence(log_probs_K_N_C: Tensor) -> Tensor:
     _check(log_probs_K_N_C)
     max_log_probs_N = predictive_log_probs(log_probs_K_N_C).amax(dim=1)
     return -torch.expm1(max_log_probs_N)  # 1 - exp(m), accurate when the top p is near 1
+
+
+def epig(log_probs_K_N_C: Tensor, log_probs_K_M_C: Tensor, *, block_elements: int = EPIG_BLOCK_ELEMENTS) -> Tensor:
+    """EPIG: the expected information gain about the predictions on target inputs, E_x* I[y; y* | x, x*].
+
+    EPIG(x) ~= (1/M) sum_m I[y; y*_m | x, x*_m] over M target inputs x*_m ~ p*(x*), each pair by
+        I[y; y*] = H[y] + H[y*] - H[y, y*],   p(y, y*) = (1/K) sum_k p(y | x, w_k) p(y* | x*, w_k),
+    with the same K networks for pool and targets. In nats, in [0, min(H[y], ln C)] (rounding
+    clamped to 0); 0 when the K networks agree. For x* = x it is I[y; y'] <= BALD (y - w - y' is a
+    Markov chain), equal to BALD when every network's prediction is one-hot. The joint [chunk, C, M*C]
+    is one matrix product per chunk of the pool, chunk * C * M * C <= `block_elements`: memory is
+    bounded whatever N. Shapes: [K, N, C], [K, M, C] -> [N]. Bickford Smith, Kirsch, Farquhar, Gal,
+    Foster & Rainforth (2023), "Prediction-oriented Bayesian active learning".
+    """
+    K, N, C = _check(log_probs_K_N_C)
+    K_t, M, C_t = _check(log_probs_K_M_C)
+    if (K_t, C_t) != (K, C) or M < 1:
+        raise AlabError(
+            f"EPIG needs the targets' log-probabilities under the same K networks and C classes as the pool's, "
+            f"at least one target; got pool [K={K}, C={C}] and targets [K={K_t}, M={M}, C={C_t}]"
+        )
+    probs_K_N_C = log_probs_K_N_C.exp()
+    probs_K_MC = log_probs_K_M_C.exp().reshape(K, M * C)  # [K, M, C] -> [K, M*C]
+    pool_entropy_N = entropy(predictive_log_probs(log_probs_K_N_C))
+    target_entropy = entropy(predictive_log_probs(log_probs_K_M_C)).mean()  # mean_m H[y*_m]
+    chunk = max(1, block_elements // (C * M * C))
+    joint_entropy = []
+    for start in range(0, N, chunk):
+        probs_K_B_C = probs_K_N_C[:, start : start + chunk]
+        B = probs_K_B_C.shape[1]
+        probs_BC_K = probs_K_B_C.permute(1, 2, 0).reshape(B * C, K)  # [K, B, C] -> [B, C, K] -> [B*C, K]
+        joint_BC_MC = probs_BC_K @ probs_K_MC / K  # p(y = c, y*_m = c*), rows (b, c), columns (m, c*)
+        # -sum p log p over c, m and c*, divided by M: the mean over targets of H[y, y*_m]. [B*C, M*C] -> [B]
+        joint_entropy.append(-torch.special.xlogy(joint_BC_MC, joint_BC_MC).reshape(B, C * M * C).sum(dim=1) / M)
+    joint_entropy_N = torch.cat(joint_entropy) if joint_entropy else pool_entropy_N.new_zeros(0)
+    return (pool_entropy_N + target_entropy - joint_entropy_N).clamp(min=0)
+
+
+@dataclass(frozen=True)
+class EPIG:
+    """Top-k EPIG against the run's target inputs (`epig`); the loop gives their log-probabilities.
+
+    The targets are M inputs drawn each round (the run's `epig_targets` and `epig_target_inputs`):
+    a random sample of the pool by default, or of the inputs the user will predict on.
+    """
+
+    acquisition: None = None  # no registered score: `scorer` makes one per round
+
+    def scorer(self, log_probs_K_M_C: Tensor) -> Callable[[Tensor], Tensor]:
+        """The pool's score for this round's targets: log_probs_K_N_C -> EPIG scores_N."""
+        return functools.partial(epig, log_probs_K_M_C=log_probs_K_M_C)
+
+    def select(self, scores_N: Tensor | None, n: int, b: int, *, generator: torch.Generator) -> Selection:
+        assert scores_N is not None and len(scores_N) == n
+        return topk(scores_N, b)
