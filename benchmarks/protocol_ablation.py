@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from alab.acquisition import bald
+from alab.acquisition.scores import bald
 from alab.config import BackendConfig, RunConfig
 from alab.data import balanced_initial
 from alab.loop import build_parts, round_generator
