@@ -212,12 +212,12 @@ def test_csgld_keeps_the_last_states_of_each_cycle() -> None:
 
 
 def test_sgld_noise_alone_samples_the_prior() -> None:
-    """With the likelihood's gradient negligible (a label repeated, a tiny step), the weights settle at N(0, prior_std^2 N / N)."""
-    x_N_2, y_N = torch.zeros(1, 2), torch.zeros(1, dtype=torch.long)
-    backend = make("sgmcmc", model_options={"hidden": 4}, prior_std=0.5, lr=0.05, cycles=1, cycle_steps=4000, exploration=0.0,
-                   samples_per_cycle=1, batch_size=1).fit(x_N_2, y_N, generator=torch.Generator().manual_seed(0))  # fmt: skip
-    first = backend.samples_["trunk.1.weight"].flatten()  # 2 -> 4, inputs 0: no gradient from the data
-    assert 0.25 < float(first.std()) < 0.8  # 8 draws of N(0, 0.25): a loose but failing-when-wrong check
+    """Inputs 0: the first layer's weights get no gradient from the data and follow Langevin on the prior N(0, 0.5^2)."""
+    x_N_2, y_N = torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)  # N = 4: noise and prior both scale with 1/N
+    backend = make("sgmcmc", model_options={"hidden": 64}, prior_std=0.5, lr=0.1, cycles=1, cycle_steps=4000, exploration=0.0,
+                   samples_per_cycle=1, batch_size=4).fit(x_N_2, y_N, generator=torch.Generator().manual_seed(0))  # fmt: skip
+    first_W = backend.samples_["trunk.1.weight"].flatten()  # 128 weights, 2 -> 64
+    assert abs(float(first_W.mean())) < 0.15 and 0.42 < float(first_W.std()) < 0.58  # 128 draws: std within +-16%
 
 
 # --- HMC --------------------------------------------------------------------------------------------
@@ -338,3 +338,12 @@ def test_regression_gives_gaussian_outputs_that_fit_a_line(name: str) -> None:
     assert outputs_K_N_2.shape == (4, 40, 2) and torch.isfinite(outputs_K_N_2).all()
     rmse = float((outputs_K_N_2[..., 0].mean(0) - y_N).square().mean().sqrt())
     assert rmse < 0.5, rmse  # the targets' std is 1.2
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_embed_gives_one_networks_penultimate_features(name: str) -> None:
+    x_N_2, y_N = blobs(10, seed=0)
+    backend = make(name, **TINY[name]).fit(x_N_2, y_N, generator=torch.Generator().manual_seed(0))
+    features_N_D = backend.embed(x_N_2)
+    assert features_N_D.shape == (20, 128) and torch.isfinite(features_N_D).all() and (features_N_D >= 0).all()  # after a ReLU
+

@@ -44,7 +44,15 @@ from tqdm.auto import tqdm
 from alab.backends.base import BACKENDS, SampledNetworks
 from alab.backends.ensemble import stacked_logits
 from alab.backends.mcmc import DualAveraging, effective_sample_size, split_rhat
-from alab.backends.weights import Flat, Stacked, dropout_free_network, parameter_count, stacked_networks
+from alab.backends.weights import (
+    Flat,
+    Stacked,
+    dropout_free_network,
+    parameter_count,
+    penultimate,
+    sample_network,
+    stacked_networks,
+)
 from alab.config import from_mapping
 from alab.errors import AlabError
 from alab.models import Network
@@ -239,6 +247,12 @@ class HMCBackend:
         """The first min(k, keep) kept draws as whole networks (nothing is drawn here): log-probs [K, N, C]."""
         network, samples = self._fitted()
         return stacked_networks(network, {name: t[:k] for name, t in samples.items()}, self.device)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The penultimate features [N, D] of the newest kept state, the first network of `sample_networks`."""
+        network, samples = self._fitted()
+        with torch.no_grad():
+            return penultimate(sample_network(network, samples, 0), x.to(self.device))
 
     def state_dict(self) -> dict[str, Any]:
         _, samples = self._fitted()

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from alab.backends.base import BACKENDS, SampledNetworks, epoch_batches
-from alab.backends.weights import Stacked, dropout_free_network, stack_states, stacked_networks
+from alab.backends.weights import Stacked, dropout_free_network, penultimate, sample_network, stack_states, stacked_networks
 from alab.config import from_mapping
 from alab.errors import AlabError
 from alab.models import Network
@@ -135,6 +135,13 @@ class SGMCMCBackend:
         count = next(iter(samples.values())).shape[0]
         order = torch.arange(count - 1, count - 1 - min(k, count), -1)
         return stacked_networks(network, {name: t[order] for name, t in samples.items()}, self.device)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The penultimate features [N, D] of the newest kept state, the first network of `sample_networks`."""
+        network, samples = self._fitted()
+        newest = next(iter(samples.values())).shape[0] - 1
+        with torch.no_grad():
+            return penultimate(sample_network(network, samples, newest), x.to(self.device))
 
     def state_dict(self) -> dict[str, Any]:
         _, samples = self._fitted()

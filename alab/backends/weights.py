@@ -110,6 +110,13 @@ def stacked_networks(network: Network, stacked: Stacked, device: torch.device) -
     return vmapped_K_N_O
 
 
+def sample_network(network: Network, stacked: Stacked, index: int) -> Network:
+    """A copy of `network` holding sample `index` of `stacked` (for one network's features: `embed`)."""
+    copied = copy.deepcopy(network)
+    copied.load_state_dict({name: t[index] for name, t in stacked.items()})
+    return copied.eval()
+
+
 def stack_states(states: Sequence[Mapping[str, Tensor]]) -> Stacked:
     """K parameter dicts -> one dict of [K, *shape] tensors."""
     return {name: torch.stack([state[name] for state in states]) for name in states[0]}
