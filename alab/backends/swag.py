@@ -1,7 +1,7 @@
 """SWA-Gaussian (Maddox, Izmailov, Garipov, Vetrov & Wilson 2019): a Gaussian fitted to the SGD trajectory.
 
-After the usual fit (Adam to a MAP estimate, dropout off), SGD with a constant learning rate goes
-on for `swag_steps` steps; every `swag_every` steps the weights theta_s are a snapshot. With the
+After the usual fit (Adam to a MAP estimate, dropout off), SGD with a constant learning rate and
+small minibatches (`swag_batch_size`: the trajectory's spread is SGD's noise) goes on for `swag_steps` steps; every `swag_every` steps the weights theta_s are a snapshot. With the
 snapshots' first and second moments (running means over S snapshots) and the last C deviations,
 
     theta_SWA = mean_s theta_s,   Sigma_diag = mean_s theta_s^2 - theta_SWA^2,   D = [theta_s - theta_SWA(s)]_{last C},
@@ -50,7 +50,8 @@ class SWAGParams:
     lr: float = 1e-3  # Adam, the fit before SWAG
     weight_decay: float = 0.5  # c in the L2 penalty (c / N) ||w||^2, in the fit and in SWAG's SGD
     weights: str = "all"  # all (every weight, Maddox et al.) | head (the dense head; the trunk fixed and shared)
-    swag_lr: float = 0.3  # SWAG's SGD: constant learning rate, momentum 0.9 (chosen on digits, see docs/backends.md)
+    swag_lr: float = 0.05  # SWAG's SGD: constant learning rate, momentum 0.9 (chosen on digits, see docs/backends.md)
+    swag_batch_size: int = 16  # SWAG's SGD minibatch: small, so that SGD is noisy even when N < batch_size
     swag_steps: int = 400  # SGD steps after the fit ...
     swag_every: int = 10  # ... a snapshot every this many
     rank: int = 20  # C, the deviations kept for the low-rank part
@@ -59,7 +60,7 @@ class SWAGParams:
         for name in ("epochs", "min_steps"):
             if getattr(self, name) < 0:
                 raise AlabError(f"backend.{name} must not be negative, got {getattr(self, name)}")
-        for name in ("batch_size", "swag_steps", "swag_every"):
+        for name in ("batch_size", "swag_batch_size", "swag_steps", "swag_every"):
             if getattr(self, name) < 1:
                 raise AlabError(f"backend.{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.swag_lr <= 0 or self.weight_decay < 0:
@@ -147,7 +148,7 @@ class SWAGBackend:
         optimizer = torch.optim.SGD(module.parameters(), lr=p.swag_lr, momentum=0.9, weight_decay=2 * p.weight_decay / n)
         module.train()
         step = 0
-        epochs = epoch_batches(n, p.batch_size, epochs=0, min_steps=p.swag_steps, generator=generator, device=self.device)
+        epochs = epoch_batches(n, p.swag_batch_size, epochs=0, min_steps=p.swag_steps, generator=generator, device=self.device)
         for epoch in epochs:
             for batch_B in epoch:
                 loss = network.loss(module(inputs_N[batch_B]), y_N[batch_B])
