@@ -26,7 +26,8 @@ laplace-torch` requires torchvision, whose PyPI wheel is built for CUDA torch an
 beside a CPU build of torch (our CI's), and `import laplace` imports torchmetrics, which imports
 torchvision: the import itself fails. Its regression likelihood is homoscedastic (MSE), not our
 heteroscedastic head. The last-layer GGN is a closed form of a few lines; tests/test_posteriors.py
-checks it against an autograd Jacobian, and against laplace-torch where it is installed.
+checks it against autograd's Hessian (softmax) and an exact quadrature of the expected Hessian
+(Gaussian), and against laplace-torch 0.3 (Hessian, evidence, chosen delta) where it is installed.
 """
 
 from __future__ import annotations
