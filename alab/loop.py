@@ -13,6 +13,9 @@ person may withdraw a label while its round is open (an undo row in the journal)
 labels come from outside (files) pauses the run: status "waiting", resumed by `alab resume`.
 Without a test set (a user's own images), the curve's metrics are NaN: nothing honest to report.
 
+A backend that reports on its own fit (an optional `diagnostics()`: HMC's acceptance, R-hat and ESS)
+has the report written after each fit, before the checkpoint, to <run>/<backend name>.json.
+
 What differs between classification and regression (labels, targets, scoring, metrics, the curve's
 columns) lives in the run's `Task` (`alab.tasks`), chosen by the data set.
 """
@@ -318,6 +321,8 @@ def _rounds(parts: Parts, run_dir: Path, echo: Echo) -> None:
                 train_seconds = time.perf_counter() - t0
                 state = backend.state_dict()
                 _refuse_divergence(state, r, run_dir)  # before the checkpoint: the last good one stays
+                if hasattr(backend, "diagnostics"):
+                    _write_diagnostics(run_dir / f"{config.backend.name}.json", r, backend.diagnostics())
                 checkpoint = {"round": r, "backend": state, "train_seconds": train_seconds, "queries": None}
                 atomic_torch_save(checkpoint_path, checkpoint)
 
@@ -335,6 +340,16 @@ def _rounds(parts: Parts, run_dir: Path, echo: Echo) -> None:
             _ask(oracle, journal, round_queries(parts, checkpoint), r + 1, task, echo)
     finally:
         oracle.close()
+
+
+def _write_diagnostics(path: Path, round_: int, diagnostics: dict[str, Any]) -> None:
+    """Append round r's fit diagnostics (a backend's `diagnostics()`: HMC's R-hat and ESS, ...) to a JSON list.
+
+    Rounds from r on are replaced, so a round refit after a crash (the same seed, the same fit) is
+    written once.
+    """
+    rounds = [e for e in json.loads(path.read_text(encoding="utf-8")) if e["round"] < round_] if path.exists() else []
+    atomic_write_text(path, json.dumps([*rounds, {"round": round_, **diagnostics}], indent=2) + "\n")
 
 
 def non_finite_tensors(state: Any, prefix: str = "") -> list[str]:

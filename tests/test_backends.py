@@ -31,7 +31,23 @@ FAST: dict[str, dict[str, Any]] = {
     "mc_dropout": {"epochs": 0, "min_steps": 200},
     "ensemble": {"epochs": 0, "min_steps": 200},
     "vi": {"epochs": 0, "min_steps": 300},
+    "laplace": {"epochs": 0, "min_steps": 200},
+    "swag": {"epochs": 0, "min_steps": 200, "swag_steps": 200},
+    "sgmcmc": {"cycles": 4, "cycle_steps": 100},
+    "hmc": {"chains": 2, "init_steps": 200, "warmup": 30, "draws": 30, "leapfrog_steps": 10, "keep": 8},
 }
+# Shorter still, for the determinism check: a few steps of each
+SHORT: dict[str, dict[str, Any]] = {
+    "mc_dropout": {"min_steps": 20},
+    "ensemble": {"min_steps": 20},
+    "vi": {"min_steps": 20},
+    "laplace": {"min_steps": 20},
+    "swag": {"min_steps": 20, "swag_steps": 20, "swag_every": 5, "rank": 4},
+    "sgmcmc": {"cycles": 2, "cycle_steps": 20, "sample_every": 2},
+    "hmc": {"init_steps": 5, "warmup": 3, "draws": 3, "keep": 3},
+}
+# A key each backend's table has, and a valid value for it (HMC is full-batch: no batch_size)
+TABLE_KEY: dict[str, tuple[str, Any]] = {name: ("batch_size", 32) for name in FAST} | {"hmc": ("chains", 3)}
 CPU = torch.device("cpu")
 
 
@@ -62,8 +78,13 @@ def blobs(n_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def expected_k(backend: Backend, k: int) -> int:
-    members = getattr(backend.params, "members", None)  # an ensemble's samples are its members
-    return min(k, members) if members is not None else k
+    """K asked for, or fewer where the posterior is a fixed set: an ensemble's members, the MCMC draws kept."""
+    p = backend.params
+    fixed = {"members": p.__dict__.get("members"), "sgmcmc": None, "hmc": p.__dict__.get("keep")}
+    if hasattr(p, "samples_per_cycle"):
+        fixed["sgmcmc"] = p.cycles * p.samples_per_cycle
+    sizes = [size for size in fixed.values() if size is not None]
+    return min(k, *sizes) if sizes else k
 
 
 @pytest.fixture(scope="module", params=sorted(FAST))
@@ -112,9 +133,14 @@ def test_state_dict_round_trip_gives_identical_predictions(fitted) -> None:
     torch.testing.assert_close(after, before, rtol=0, atol=0)
 
 
-def test_epistemic_uncertainty_grows_away_from_the_data(fitted) -> None:
+def test_epistemic_uncertainty_grows_away_from_the_data(fitted, request: pytest.FixtureRequest) -> None:
     """Mean BALD on a ring of radius 12 around the data is at least twice the mean BALD on the data."""
-    _, backend, x_N_2, _ = fitted
+    name, backend, x_N_2, _ = fitted
+    if name == "laplace":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "last-layer Laplace on a ReLU network: along a ray the logits' mean and spread grow together, so far-away "
+            "BALD levels off (Kristiadi et al. 2020), here 1.5x the on-data BALD, which the evidence's small delta keeps high"
+        )))  # fmt: skip
     angles_A = torch.linspace(0, 2 * math.pi, 64)
     far_A_2 = 12 * torch.stack([angles_A.cos(), angles_A.sin()], dim=1)
     generator = torch.Generator().manual_seed(6)
@@ -124,6 +150,17 @@ def test_epistemic_uncertainty_grows_away_from_the_data(fitted) -> None:
     assert far >= 2 * on_data, (float(far), float(on_data))
 
 
+def embedded_network(name: str, backend: Any) -> Any:
+    """The network a weight-space backend embeds with: its MAP (laplace), its SWA mean (swag), its newest kept state (hmc, sgmcmc)."""
+    from alab.backends.weights import sample_network
+
+    if name in ("laplace", "swag"):
+        return backend._fitted()[0]
+    network, samples = backend._fitted()
+    index = 0 if name == "hmc" else next(iter(samples.values())).shape[0] - 1
+    return sample_network(network, samples, index)
+
+
 def last_layer_gradients(name: str, backend: Any, x_1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """By autograd, of one item: the cross-entropy at the predicted class, its gradient over every
     last layer's weight [B, C, D] and bias [B, C] (B networks: an ensemble's members, else 1).
@@ -131,8 +168,8 @@ def last_layer_gradients(name: str, backend: Any, x_1: torch.Tensor) -> tuple[to
     The embeddings' reference: dL/dW = r h^T and dL/db = r, so the penultimate features are
     h = (dL/dW)[c] / (dL/db)[c] for any class c, here the predicted one (r = p - 1 there, never 0).
     """
-    if name == "mc_dropout":
-        network = backend.network_
+    if name not in ("ensemble", "vi"):  # one plain network: mc_dropout's with dropout off, else the one `embed` uses
+        network = backend.network_ if name == "mc_dropout" else embedded_network(name, backend)
         last = network.head.layers[-1]
         weights, biases = [last.weight], [last.bias]
         forward = lambda: network(x_1)[None]  # noqa: E731 (no generator: dropout off)
@@ -158,13 +195,19 @@ def test_every_backend_gives_embeddings_that_autograd_confirms(fitted) -> None:
     """`gradient_embed` is the last layers' loss gradient at the predicted class, `embed` their input, per network side by side."""
     name, backend, x_N_2, _ = fitted
     assert isinstance(backend, Embeds) and isinstance(backend, GradientEmbeds)
-    features_N_F, gradients_N_E = backend.embed(x_N_2[:6]), backend.gradient_embed(x_N_2[:6])
+    x_6_2 = torch.cat([x_N_2[:3], torch.tensor([[0.0, 0.0], [0.2, 0.3], [-0.2, -0.3]])])  # 3 items near the boundary
+    features_N_F, gradients_N_E = backend.embed(x_6_2), backend.gradient_embed(x_6_2)
+    recovered = 0
     for n in range(6):
-        weight_grads_B_C_D, bias_grads_B_C = last_layer_gradients(name, backend, x_N_2[n : n + 1])
+        weight_grads_B_C_D, bias_grads_B_C = last_layer_gradients(name, backend, x_6_2[n : n + 1])
         torch.testing.assert_close(gradients_N_E[n], weight_grads_B_C_D.reshape(-1), rtol=1e-4, atol=1e-6)
         c = int(bias_grads_B_C[0].abs().argmax())  # the predicted class: r = p - 1
+        if float(bias_grads_B_C[:, c].abs().min()) < 1e-6:  # p = 1 in float32 (HMC's sharp draws): r = 0, h is not recoverable
+            continue
         features_B_D = weight_grads_B_C_D[:, c, :] / bias_grads_B_C[:, c : c + 1]
         torch.testing.assert_close(features_N_F[n], features_B_D.reshape(-1), rtol=1e-4, atol=1e-5)
+        recovered += 1
+    assert recovered, "every item predicted with probability 1: the features were never checked"
 
 
 @pytest.mark.parametrize("name", sorted(FAST))
@@ -172,7 +215,7 @@ def test_seeded_determinism(name: str) -> None:
     x_N_2, y_N = blobs(10, seed=0)
 
     def run(seed: int) -> torch.Tensor:
-        backend = make(name, min_steps=20).fit(x_N_2, y_N, generator=torch.Generator().manual_seed(seed))
+        backend = make(name, **SHORT[name]).fit(x_N_2, y_N, generator=torch.Generator().manual_seed(seed))
         return predict_log_probs(backend, x_N_2, 3, generator=torch.Generator().manual_seed(9))
 
     torch.testing.assert_close(run(1), run(1), rtol=0, atol=0)
@@ -181,9 +224,10 @@ def test_seeded_determinism(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(FAST))
 def test_params_are_validated_by_the_recipe_table(name: str) -> None:
-    config = config_from_dict({"backend": {"name": name, "batch_size": 32}})
+    key, value = TABLE_KEY[name]
+    config = config_from_dict({"backend": {"name": name, key: value}})
     backend = BACKENDS.get(config.backend.name)(config.backend.params, input_shape=(2,), num_classes=2, device=CPU)
-    assert backend.params.batch_size == 32
+    assert getattr(backend.params, key) == value
     with pytest.raises(AlabError, match="unknown key backend.no_such_key"):
         BACKENDS.get(name)({"no_such_key": 1}, input_shape=(2,), num_classes=2, device=CPU)
     with pytest.raises(AlabError, match="backend.lr must be"):
@@ -349,4 +393,4 @@ def test_the_cli_lists_every_backend() -> None:
 
     result = CliRunner().invoke(app, ["backends"])
     assert result.exit_code == 0
-    assert [line.split()[0] for line in result.output.splitlines()] == ["ensemble", "mc_dropout", "vi"]
+    assert [line.split()[0] for line in result.output.splitlines()] == ["ensemble", "hmc", "laplace", "mc_dropout", "sgmcmc", "swag", "vi"]

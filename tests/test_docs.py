@@ -11,7 +11,11 @@ from pathlib import Path
 import pytest
 
 from alab.backends.ensemble import EnsembleParams
+from alab.backends.hmc import HMCParams
+from alab.backends.laplace import LaplaceParams
 from alab.backends.mc_dropout import MCDropoutParams
+from alab.backends.sgmcmc import SGMCMCParams
+from alab.backends.swag import SWAGParams
 from alab.backends.vi import VIParams
 from alab.loop import STATUSES
 
@@ -44,7 +48,19 @@ def documented_defaults(section: str) -> dict[str, object]:
     return defaults
 
 
-@pytest.mark.parametrize(("section", "params"), [("mc_dropout", MCDropoutParams), ("ensemble", EnsembleParams), ("vi", VIParams)])
+BACKEND_PARAMS = {
+    "mc_dropout": MCDropoutParams, "ensemble": EnsembleParams, "vi": VIParams,
+    "laplace": LaplaceParams, "swag": SWAGParams, "sgmcmc": SGMCMCParams, "hmc": HMCParams,
+}  # fmt: skip
+
+
+def test_every_backend_has_a_defaults_table() -> None:
+    from alab.backends import BACKENDS
+
+    assert sorted(BACKEND_PARAMS) == BACKENDS.names()
+
+
+@pytest.mark.parametrize(("section", "params"), BACKEND_PARAMS.items())
 def test_backend_defaults_in_the_docs_are_the_code_defaults(section: str, params: type) -> None:
     code = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default for f in dataclasses.fields(params)}  # type: ignore[misc]
     code = {k: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for k, v in code.items()}

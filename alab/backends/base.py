@@ -28,7 +28,11 @@ SampledNetworks = Callable[[Tensor], Tensor]
 
 
 class Backend(Protocol):
-    """A Bayesian classifier. `fit` returns self; log-probabilities are [K, N, C], samples first."""
+    """A Bayesian classifier. `fit` returns self; log-probabilities are [K, N, C], samples first.
+
+    Optional: `mean_network()` (one network for deterministic evaluation, as K = 1) and
+    `diagnostics() -> dict` (a JSON-ready report on the last fit, written by the loop per round).
+    """
 
     def fit(self, x: Tensor, y: Tensor, *, generator: torch.Generator) -> Backend: ...
 
