@@ -39,10 +39,10 @@ def init_parameters(module: nn.Module, generator: torch.Generator) -> None:
 
 
 def glorot_parameters(module: nn.Module, generator: torch.Generator) -> None:
-    """Keras' defaults for every Linear and Conv2d layer: Glorot-uniform weights, zero biases.
+    """Glorot-uniform weights and zero biases for every Linear and Conv2d layer (today's Keras defaults).
 
     W ~ U(-b, b), b = sqrt(6 / (fan_in + fan_out)), fans counting the kernel's receptive field
-    (Glorot & Bengio 2010; Keras' `glorot_uniform`, the initialization of Gal et al. 2017's code).
+    (Glorot & Bengio 2010; `torch.nn.init.xavier_uniform_`, Keras' `glorot_uniform` since Keras 1).
     """
     for layer in module.modules():
         if isinstance(layer, (nn.Linear, nn.Conv2d)):
@@ -51,7 +51,25 @@ def glorot_parameters(module: nn.Module, generator: torch.Generator) -> None:
                 nn.init.zeros_(layer.bias)
 
 
-INITIALIZATIONS = {"torch": init_parameters, "glorot": glorot_parameters}
+def keras03_parameters(module: nn.Module, generator: torch.Generator) -> None:
+    """Keras 0.3's `glorot_uniform` (the Keras of Gal et al. 2017's code): a kernel's fan-out is its filters.
+
+    W ~ U(-b, b), b = sqrt(6 / (fan_in + fan_out)), zero biases, as `glorot` for dense layers; for a
+    convolution fan_in = in_channels * kh * kw but fan_out = out_channels (Keras 0.3's `get_fans` on
+    the Theano kernel shape (filters, channels, kh, kw): Riashat/Deep-Bayesian-Active-Learning @ e4e970ca,
+    keras/keras/initializations.py L6-9), so its bound is wider than Glorot & Bengio's (2.7x on Gal's
+    first 3x3 convolution).
+    """
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            fan_in = layer.weight[0].numel()
+            bound = math.sqrt(6 / (fan_in + layer.weight.shape[0]))
+            nn.init.uniform_(layer.weight, -bound, bound, generator=generator)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
+INITIALIZATIONS = {"torch": init_parameters, "glorot": glorot_parameters, "keras0.3": keras03_parameters}
 
 
 def dropout_mask(shape: Sequence[int], p: float, generator: torch.Generator, device: torch.device) -> Tensor:
@@ -374,7 +392,7 @@ def build_model(
     """The named network ('auto': the Gal CNN for 1x28x28 images, else the MLP), initialized from `generator`.
 
     For task "regression" the head has 2 outputs (mean, raw variance), whatever `num_classes` says,
-    and 'auto' is the MLP with dropout .1. `init`: "torch" (PyTorch's defaults) or "glorot" (Keras');
+    and 'auto' is the MLP with dropout .1. `init`: "torch" (PyTorch's defaults), "glorot" (Glorot & Bengio's, today's Keras) or "keras0.3";
     `options`: the factory's keywords (`model_options` of a backend), checked by `check_model_options`.
     """
     if name == "auto":

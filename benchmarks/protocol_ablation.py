@@ -1,7 +1,7 @@
 """What each protocol option does to one fit: MNIST, fixed balanced labeled sets, today's settings against each
-option of Gal et al. 2017's protocol alone and all together (docs/reproducing.md).
+option of Gal et al. 2017's protocol alone and all together, for both of its protocols (docs/reproducing.md).
 
-    python benchmarks/protocol_ablation.py --data-dir ../shared/datasets/mnist               # 9 settings x 3 sizes x 5 seeds
+    python benchmarks/protocol_ablation.py --data-dir ../shared/datasets/mnist               # 13 settings x 3 sizes x 5 seeds
     python benchmarks/protocol_ablation.py --data-dir ... --shard 0/2 & python benchmarks/protocol_ablation.py --data-dir ... --shard 1/2
     python benchmarks/protocol_ablation.py --summarize results/benchmarks/protocol_ablation/*.csv
 
@@ -32,6 +32,8 @@ from alab.scoring import score_pool
 GAL = {"input_scaling": "unit", "evaluation": "deterministic"}
 GAL_BACKEND = {"schedule": "keras", "epochs": 50, "min_steps": 0, "batch_size": 128, "init": "glorot", "weight_decay": 2.5,
                "weight_decay_on": "head_first_weight", "model_options": {"kernel_size": 4}}  # fmt: skip
+# Table 1's protocol (strategies/gal2017-table1.toml): 3x3 kernels and c = 10.
+TABLE1_BACKEND = {**GAL_BACKEND, "weight_decay": 10, "model_options": {"kernel_size": 3}}
 SETTINGS: dict[str, tuple[dict, dict]] = {
     "today": ({}, {}),
     "keras schedule (50 epochs of ceil(N/128))": ({}, {"schedule": "keras", "epochs": 50, "min_steps": 0, "batch_size": 128}),
@@ -41,7 +43,11 @@ SETTINGS: dict[str, tuple[dict, dict]] = {
     "pixels / 255": ({"input_scaling": "unit"}, {}),
     "deterministic evaluation": ({"evaluation": "deterministic"}, {}),
     "3x3 kernels": ({}, {"model_options": {"kernel_size": 3}}),
+    "Keras 0.3 init (conv fan-out = filters)": ({}, {"init": "keras0.3"}),
     "all of Gal et al.'s (Q10)": (GAL, GAL_BACKEND),
+    "all of Gal et al.'s (Q10), Keras 0.3 init": (GAL, {**GAL_BACKEND, "init": "keras0.3"}),
+    "all of Gal et al.'s (Table 1)": (GAL, TABLE1_BACKEND),
+    "all of Gal et al.'s (Table 1), Keras 0.3 init": (GAL, {**TABLE1_BACKEND, "init": "keras0.3"}),
 }
 
 
@@ -86,7 +92,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--sizes", default="20,130,250")
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--settings", default=None, help="a comma-separated subset of the settings (by their first word)")
+    parser.add_argument("--settings", default=None, help="a comma-separated subset of the settings, each by the start of its name")
     parser.add_argument("--shard", default="0/1", help="i/n: this process runs every n-th job, from the i-th")
     parser.add_argument("--out", default="results/benchmarks/protocol_ablation")
     parser.add_argument("--summarize", nargs="*", help="only print the table of these CSV files")
@@ -103,7 +109,7 @@ def main() -> None:
     done = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["setting", "labels", "seed"])
     finished = set(zip(done["setting"], done["labels"], done["seed"]))
     base = RunConfig(dataset="mnist", data_dir=args.data_dir, samples=20)
-    chosen = [s for s in SETTINGS if args.settings is None or s.split()[0] in args.settings.split(",")]
+    chosen = [s for s in SETTINGS if args.settings is None or any(s.startswith(p) for p in args.settings.split(","))]
     jobs = [(s, n, seed) for n in map(int, args.sizes.split(",")) for seed in range(args.seeds) for s in chosen]
     for number, (setting, n, seed) in enumerate(jobs):
         if number % count != index or (setting, n, seed) in finished:

@@ -77,6 +77,20 @@ def test_glorot_initialization_has_keras_bounds_and_zero_biases() -> None:
         assert torch.count_nonzero(layer.bias) == 0
 
 
+def test_keras03_initialization_counts_a_kernels_filters_as_its_fan_out() -> None:
+    """Keras 0.3's get_fans on a Theano kernel (filters, channels, kh, kw): fan_in = channels*kh*kw, fan_out = filters."""
+    network = build_model("gal_cnn", (1, 28, 28), 10, torch.Generator().manual_seed(0), init="keras0.3", options={"kernel_size": 3})
+    network.requires_grad_(False)
+    for conv, fan_in in ((network.trunk[0], 1 * 9), (network.trunk[2], 32 * 9)):
+        bound = math.sqrt(6 / (fan_in + 32))  # glorot's would be sqrt(6 / (fan_in + 32 * 9))
+        assert 0.99 * bound < float(conv.weight.abs().max()) <= bound
+        torch.testing.assert_close(conv.weight.var().item(), bound**2 / 3, rtol=0.1, atol=0)
+        assert torch.count_nonzero(conv.bias) == 0
+    dense = network.head.layers[0]  # 4,608 -> 128: as glorot
+    bound = math.sqrt(6 / (4608 + 128))
+    assert 0.99 * bound < float(dense.weight.abs().max()) <= bound
+
+
 def test_gal_cnn_with_3x3_kernels_is_the_table_1_network() -> None:
     """Gal et al.'s Q=5 scripts: nb_conv = 3, two conv32, pool 2, Flatten -> 4608, Dense 128."""
     network = build_model("gal_cnn", (1, 28, 28), 10, torch.Generator(), options={"kernel_size": 3})

@@ -68,7 +68,7 @@ class HMCParams:
 
     model: str = "auto"  # mlp | mlp_regression | auto (a model of at most 100,000 weights), without dropout
     model_options: dict[str, Any] = field(default_factory=dict)  # the model's own keywords, e.g. { hidden = 64 }
-    init: str = "torch"  # torch | glorot: each chain's initialization
+    init: str = "torch"  # torch | glorot | keras0.3: each chain's initialization
     prior_std: float = 1.0  # the prior N(0, prior_std^2) on every weight and bias
     chains: int = 4
     init_steps: int = 500  # full-batch Adam steps from each chain's initialization (the MAP start)

@@ -33,7 +33,7 @@ class MCDropoutParams:
 
     model: str = "auto"  # gal_cnn | kirsch_cnn | mlp | mlp_regression | auto (gal_cnn for 1x28x28 images, mlp_regression for regression, else mlp)
     model_options: dict[str, Any] = field(default_factory=dict)  # the model's own keywords, e.g. { kernel_size = 3 } for gal_cnn
-    init: str = "torch"  # torch (PyTorch's defaults) | glorot (Keras': Glorot-uniform weights, zero biases)
+    init: str = "torch"  # torch (PyTorch's defaults) | glorot (Glorot-uniform, zero biases) | keras0.3 (Keras 0.3's: a kernel's fan-out is its filters)
     epochs: int = 50  # passes over the labeled set ...
     min_steps: int = 1000  # ... but at least this many gradient steps (small labeled sets)
     batch_size: int = 64

@@ -37,7 +37,7 @@ class SGMCMCParams:
 
     model: str = "auto"  # gal_cnn | kirsch_cnn | mlp | mlp_regression | auto, without dropout
     model_options: dict[str, Any] = field(default_factory=dict)  # the model's own keywords
-    init: str = "torch"  # torch | glorot: the first cycle's start
+    init: str = "torch"  # torch | glorot | keras0.3: the first cycle's start
     prior_std: float = 1.0  # the prior N(0, prior_std^2) on every weight and bias (as hmc's)
     cycles: int = 10  # M
     cycle_steps: int = 200  # S, minibatch steps a cycle

@@ -43,7 +43,7 @@ class SWAGParams:
 
     model: str = "auto"  # gal_cnn | kirsch_cnn | mlp | mlp_regression | auto, trained without dropout
     model_options: dict[str, Any] = field(default_factory=dict)  # the model's own keywords
-    init: str = "torch"  # torch | glorot
+    init: str = "torch"  # torch | glorot | keras0.3
     epochs: int = 50  # the fit before SWAG (Adam), as mc_dropout: passes over the labeled set ...
     min_steps: int = 1000  # ... but at least this many gradient steps
     batch_size: int = 64
