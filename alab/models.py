@@ -38,35 +38,37 @@ def init_parameters(module: nn.Module, generator: torch.Generator) -> None:
                 nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
 
 
-def glorot_parameters(module: nn.Module, generator: torch.Generator) -> None:
-    """Glorot-uniform weights and zero biases for every Linear and Conv2d layer (today's Keras defaults).
+def _glorot_uniform(module: nn.Module, generator: torch.Generator, *, kernel_in_fan_out: bool) -> None:
+    """W ~ U(-b, b), b = sqrt(6 / (fan_in + fan_out)), zero biases, for every Linear and Conv2d layer.
 
-    W ~ U(-b, b), b = sqrt(6 / (fan_in + fan_out)), fans counting the kernel's receptive field
-    (Glorot & Bengio 2010; `torch.nn.init.xavier_uniform_`, Keras' `glorot_uniform` since Keras 1).
+    fan_in = in_features (or in_channels * kh * kw); fan_out = out_features, or for a convolution
+    out_channels * kh * kw (`kernel_in_fan_out`) or out_channels alone.
     """
     for layer in module.modules():
         if isinstance(layer, (nn.Linear, nn.Conv2d)):
-            nn.init.xavier_uniform_(layer.weight, generator=generator)
+            fan_in = layer.weight[0].numel()
+            fan_out = layer.weight.shape[0] * (layer.weight[0, 0].numel() if kernel_in_fan_out else 1)
+            bound = math.sqrt(6 / (fan_in + fan_out))
+            nn.init.uniform_(layer.weight, -bound, bound, generator=generator)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
+
+
+def glorot_parameters(module: nn.Module, generator: torch.Generator) -> None:
+    """Glorot & Bengio 2010 (`torch.nn.init.xavier_uniform_`, Keras' `glorot_uniform` since Keras 1):
+    fans count the kernel's receptive field on both sides; zero biases."""
+    _glorot_uniform(module, generator, kernel_in_fan_out=True)
 
 
 def keras03_parameters(module: nn.Module, generator: torch.Generator) -> None:
     """Keras 0.3's `glorot_uniform` (the Keras of Gal et al. 2017's code): a kernel's fan-out is its filters.
 
-    W ~ U(-b, b), b = sqrt(6 / (fan_in + fan_out)), zero biases, as `glorot` for dense layers; for a
-    convolution fan_in = in_channels * kh * kw but fan_out = out_channels (Keras 0.3's `get_fans` on
-    the Theano kernel shape (filters, channels, kh, kw): Riashat/Deep-Bayesian-Active-Learning @ e4e970ca,
-    keras/keras/initializations.py L6-9), so its bound is wider than Glorot & Bengio's (2.7x on Gal's
-    first 3x3 convolution).
+    Keras 0.3's `get_fans` on the Theano kernel shape (filters, channels, kh, kw) gives fan_in =
+    channels * kh * kw, fan_out = filters (Riashat/Deep-Bayesian-Active-Learning @ e4e970ca,
+    keras/keras/initializations.py L6-9): a wider bound than Glorot & Bengio's (2.7x on Gal's first
+    3x3 convolution). Dense layers as `glorot`.
     """
-    for layer in module.modules():
-        if isinstance(layer, (nn.Linear, nn.Conv2d)):
-            fan_in = layer.weight[0].numel()
-            bound = math.sqrt(6 / (fan_in + layer.weight.shape[0]))
-            nn.init.uniform_(layer.weight, -bound, bound, generator=generator)
-            if layer.bias is not None:
-                nn.init.zeros_(layer.bias)
+    _glorot_uniform(module, generator, kernel_in_fan_out=False)
 
 
 INITIALIZATIONS = {"torch": init_parameters, "glorot": glorot_parameters, "keras0.3": keras03_parameters}
