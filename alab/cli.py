@@ -76,6 +76,7 @@ def run(
     target: Annotated[str | None, typer.Option(help="Column to predict of a table (csv:PATH): a regression run.")] = None,
     samples: Annotated[int | None, typer.Option(help="K posterior samples for scoring and evaluation.")] = None,
     pool_subsample: Annotated[int | None, typer.Option(help="Score a random subset of this many pool items per round (0: all).")] = None,
+    stop: Annotated[str | None, typer.Option(help="End the run when a stopping rule is met: RULE[:threshold], rules kappa, overall_uncertainty, max_uncertainty, accuracy_change.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (default results/<time>-<strategy>-<dataset>-s<seed>).")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML file with the run's settings; flags override it.")] = None,
 ) -> None:
@@ -87,6 +88,7 @@ def run(
         strategy=strategy, backend=backend, dataset=dataset, data_dir=data_dir, initial=initial,
         query_size=query_size, rounds=rounds, seed=seed, device=device, oracle=oracle, samples=samples,
         pool_subsample=pool_subsample, classes=None if classes is None else classes.split(","), target=target,
+        stop=stop,
     )  # fmt: skip
     run_config = load_config(config, overrides)
     _report_end(start_run(run_config, out, echo=echo_to_stderr))

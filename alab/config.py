@@ -136,13 +136,18 @@ class RunConfig:
     epig_targets: int = 100  # EPIG: M target inputs drawn each round from ...
     epig_target_inputs: str = "pool"  # ... the pool | validation | test (their inputs, never their labels) | PATH.npy
     schedule: tuple[ScheduleStep, ...] = ()  # [[schedule]] steps: another strategy while the labeled set is small
+    ood: str = "none"  # an out-of-distribution set to tell from the test set each round: none | noise | held_out
+    ood_classes: list[int] | None = None  # ood = held_out: these classes leave the pool and test set and form it
+    trust_items: int = 1000  # test (and OOD) items the round's K networks predict for retention and OOD columns (0: all)
+    stop_items: int = 1000  # pool items in the stop set, drawn once by the seed, for the stopping statistics (0: all)
+    stop: str | None = None  # RULE[:threshold]: end the run when the rule is met (alab.metrics.stopping)
 
     def __post_init__(self) -> None:
         positive = ("initial", "query_size", "samples", "chunk_size", "epig_targets")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise AlabError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("rounds", "pool_subsample", "validation", "seed", "pool_size"):
+        for name in ("rounds", "pool_subsample", "validation", "seed", "pool_size", "trust_items", "stop_items"):
             if getattr(self, name) < 0:
                 raise AlabError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.evaluation not in ("mc", "deterministic"):
@@ -161,6 +166,16 @@ class RunConfig:
             raise AlabError(f"epig_target_inputs must be one of {', '.join(EPIG_TARGET_INPUTS)} or the path of a .npy file of inputs, got {self.epig_target_inputs!r}")
         if self.target_classes is not None and (not self.target_classes or len(set(self.target_classes)) != len(self.target_classes)):
             raise AlabError(f"target_classes must be one or more distinct class indices, got {self.target_classes!r}")
+        if self.ood not in ("none", "noise", "held_out"):
+            raise AlabError(f"ood must be none, noise or held_out, got {self.ood!r}")
+        if (self.ood == "held_out") != (self.ood_classes is not None):
+            raise AlabError("ood = held_out and ood_classes go together: ood_classes = [5, 6, 7, 8, 9] names the classes held out")
+        if self.ood == "held_out" and self.target_classes is not None:
+            raise AlabError("ood = held_out renumbers the classes, so target_classes cannot name them; use one or the other")
+        if self.stop is not None:
+            from alab.metrics.stopping import parse_stop
+
+            parse_stop(self.stop)
         previous = self.initial
         for step in self.schedule:
             if step.until <= previous:

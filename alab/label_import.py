@@ -1,7 +1,8 @@
 """`alab label import DIR FILE`: a person's answers from a file, journaled for the run's open round.
 
 Refused while another process writes the run (its single-writer lock). All or nothing: every answer is checked (an item of the open round still pending, a known class, no
-item twice) before one fsynced append to labels.csv; a refused file changes nothing.
+item twice) before one fsynced append to labels.csv; a refused file changes nothing. The label `none`
+says the item is none of the classes (kept out of training, never asked again).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from alab.errors import AlabError
 from alab.loop import load_run_config, open_round
-from alab.oracles import Label
+from alab.oracles import NONE_OF_THESE, Label
 from alab.oracles.files import read_answers
 from alab.storage import DirectoryLock, LabelsJournal
 
@@ -43,8 +44,11 @@ def import_labels(run_dir: Path, answers_file: Path) -> ImportResult:
                 raise AlabError(f"{where}: pool item {index} is already labeled; nothing imported")
             if index not in pending:
                 raise AlabError(f"{where}: pool item {index} is not among round {round_}'s queries; nothing imported")
+            if name == NONE_OF_THESE:  # none of the classes: journaled, kept out of training, never asked again
+                labels.append(Label(index, NONE_OF_THESE, source))
+                continue
             if name not in classes:
-                raise AlabError(f"{where}: label {name!r} is not a class ({', '.join(classes)}); nothing imported")
+                raise AlabError(f"{where}: label {name!r} is not a class ({', '.join(classes)}, or {NONE_OF_THESE!r} for none of these); nothing imported")
             labels.append(Label(index, classes.index(name), source))
         journal.append(labels, round_)
         return ImportResult(round_, len(labels), sorted(pending - seen.keys()))

@@ -27,6 +27,7 @@ import dataclasses
 import inspect
 import io
 import json
+import math
 import platform
 import shutil
 import sys
@@ -51,10 +52,12 @@ from alab.config import AUTOCAST_DTYPES, BackendConfig, RunConfig, config_from_d
 from alab.data import Dataset, load_dataset
 from alab.errors import AlabError
 from alab.oracles import ORACLES, UNDO, Label, LabelingPaused, Oracle, OracleContext, Query, check_oracle
-from alab.report import plot_run_curve
+from alab.report import write_run_report
 from alab.selecting import check_backend_support, round_scorer, select_batch, streamed_top_k, target_inputs
+from alab.metrics.stopping import parse_stop
+from alab.oracles.base import NONE_OF_THESE
 from alab.storage import DirectoryLock, LabelsJournal, atomic_torch_save, atomic_write_text
-from alab.tasks import Task, check_task_support, task_for
+from alab.tasks import Task, TrustSets, check_task_support, draw_trust_sets, task_for
 
 # run.json's status: running (a process writes it), waiting (for labels from outside: `alab label import`),
 # stopped (Ctrl-C), failed (an error; the message is in run.json), finished
@@ -92,6 +95,7 @@ class Parts:
     strategy: Strategy
     task: Task
     targets: Tensor | None = None  # EPIG's target inputs when the run names them (None: drawn from the pool)
+    trust: TrustSets | None = None  # classification: the test subset, stop set and OOD subset predicted each round
 
     def strategy_at(self, n_labeled: int) -> tuple[str, Strategy]:
         """(name, strategy) that selects in a round with `n_labeled` labels: the first schedule step it is below, else the run's."""
@@ -109,6 +113,7 @@ def build_parts(config: RunConfig) -> Parts:
     dataset = load_dataset(
         config.dataset, data_dir=config.data_dir, seed=config.seed, validation=config.validation, classes=config.classes,
         target=config.target, pool_size=config.pool_size, input_scaling=config.input_scaling, target_classes=config.target_classes,
+        ood=config.ood, ood_classes=config.ood_classes,
     )  # fmt: skip
     task = task_for(dataset)
     check_oracle(config.oracle.name, OracleContext(dataset, None, dataset.classes, config.oracle.params, config.rounds))
@@ -135,7 +140,10 @@ def build_parts(config: RunConfig) -> Parts:
     params = getattr(backend, "params", None)
     if dataclasses.is_dataclass(params):  # write the backend's defaults into config.toml too
         config = dataclasses.replace(config, backend=BackendConfig(config.backend.name, dataclasses.asdict(params)))
-    return Parts(config, dataset, device, backend, strategies[config.strategy], task, targets)
+    trust = None
+    if task.name == "classification":
+        trust = draw_trust_sets(dataset, config.trust_items, config.stop_items, round_generator(config.seed, 0, "stop set"))
+    return Parts(config, dataset, device, backend, strategies[config.strategy], task, targets, trust)
 
 
 def default_run_dir(config: RunConfig, root: Path = Path("results")) -> Path:
@@ -279,7 +287,7 @@ def _ask(
 
 def _execute(parts: Parts, run_dir: Path, echo: Echo) -> Path:
     try:
-        _rounds(parts, run_dir, echo)
+        stopped_by = _rounds(parts, run_dir, echo)
     except LabelingPaused as pause:
         _write_status(run_dir, parts, "waiting", waiting_for=str(pause))
         echo(str(pause))
@@ -290,12 +298,13 @@ def _execute(parts: Parts, run_dir: Path, echo: Echo) -> Path:
     except BaseException as err:
         _write_status(run_dir, parts, "failed", error=f"{type(err).__name__}: {err}")
         raise
-    plot_run_curve(run_dir / "curve.csv", run_dir / "curve.png")
-    _write_status(run_dir, parts, "finished", finished=_now())
+    write_run_report(run_dir, stopped_by=stopped_by)  # before "finished": a crash in it is resumed, its files rewritten
+    _write_status(run_dir, parts, "finished", finished=_now(), **({"stopped_by": stopped_by} if stopped_by else {}))
     return run_dir
 
 
-def _rounds(parts: Parts, run_dir: Path, echo: Echo) -> None:
+def _rounds(parts: Parts, run_dir: Path, echo: Echo) -> str | None:
+    """Every round from the last checkpoint on; the reason when a stopping rule ended the run early (`config.stop`)."""
     config, dataset, backend, task = parts.config, parts.dataset, parts.backend, parts.task
     journal = LabelsJournal(run_dir / "labels.csv")
     curve = read_curve(run_dir / "curve.csv")
@@ -313,11 +322,13 @@ def _rounds(parts: Parts, run_dir: Path, echo: Echo) -> None:
             if r < checkpoint.get("round", -1) and len(curve) > r:
                 continue  # finished before a stop: its labels are journaled, its model superseded by the checkpoint's
             entries = sorted((e for e in journal.labeled.values() if e.round <= r), key=lambda e: e.index)
-            labeled = torch.tensor([e.index for e in entries], dtype=torch.long)
+            labeled = torch.tensor([e.index for e in entries], dtype=torch.long)  # never asked again
+            trained = [e for e in entries if e.label != NONE_OF_THESE]  # "none of these" answers stay out of training
+            trained_T = torch.tensor([e.index for e in trained], dtype=torch.long)
             if checkpoint.get("round") != r:
-                y_labeled = task.targets([e.label for e in entries])
+                y_labeled = task.targets([e.label for e in trained])
                 t0 = time.perf_counter()
-                backend.fit(dataset.x_pool[labeled], y_labeled, generator=round_generator(config.seed, r, "fit"))
+                backend.fit(dataset.x_pool[trained_T], y_labeled, generator=round_generator(config.seed, r, "fit"))
                 train_seconds = time.perf_counter() - t0
                 state = backend.state_dict()
                 _refuse_divergence(state, r, run_dir)  # before the checkpoint: the last good one stays
@@ -328,7 +339,7 @@ def _rounds(parts: Parts, run_dir: Path, echo: Echo) -> None:
 
             done = len(curve) > r and (r == config.rounds or checkpoint["queries"] is not None)
             if not done:
-                row, queries = _score_and_select(parts, r, labeled, checkpoint["train_seconds"])
+                row, queries = _score_and_select(parts, r, labeled, trained_T, checkpoint["train_seconds"], run_dir)
                 if queries is not None:
                     checkpoint = {**checkpoint, "queries": queries}
                     atomic_torch_save(checkpoint_path, checkpoint)
@@ -337,9 +348,37 @@ def _rounds(parts: Parts, run_dir: Path, echo: Echo) -> None:
                 echo(_summary(config, task, curve[r]))
             if r == config.rounds:
                 break
+            reason = _stop_reason(config, curve)
+            if reason is not None:
+                echo(reason)
+                return reason
             _ask(oracle, journal, round_queries(parts, checkpoint), r + 1, task, echo)
     finally:
         oracle.close()
+    return None
+
+
+def _stop_reason(config: RunConfig, curve: Sequence[dict[str, Any]]) -> str | None:
+    """Why the run stops after the last curve row, if its stopping rule (`config.stop`) is met; else None.
+
+    Read from the curve alone, so a resumed run stops where the uninterrupted one did.
+    """
+    if config.stop is None:
+        return None
+    rule, threshold = parse_stop(config.stop)
+    values = [float(row.get(rule.column) or "nan") for row in curve]
+    if not rule.met(values, threshold):
+        return None
+    return (
+        f"stopped by {rule.name} (threshold {threshold:g}) after round {len(curve) - 1} with "
+        f"{int(curve[-1]['n_labeled'])} labels: {rule.summary}"
+    )
+
+
+def _replace_rounds(path: Path, round_: int, entry: dict[str, Any]) -> None:
+    """Append round r's entry to a JSON list of rounds, replacing rounds from r on (a round redone after a crash)."""
+    rounds = [e for e in json.loads(path.read_text(encoding="utf-8")) if e["round"] < round_] if path.exists() else []
+    atomic_write_text(path, json.dumps([*rounds, {"round": round_, **entry}], indent=2) + "\n")
 
 
 def _write_diagnostics(path: Path, round_: int, diagnostics: dict[str, Any]) -> None:
@@ -348,8 +387,7 @@ def _write_diagnostics(path: Path, round_: int, diagnostics: dict[str, Any]) -> 
     Rounds from r on are replaced, so a round refit after a crash (the same seed, the same fit) is
     written once.
     """
-    rounds = [e for e in json.loads(path.read_text(encoding="utf-8")) if e["round"] < round_] if path.exists() else []
-    atomic_write_text(path, json.dumps([*rounds, {"round": round_, **diagnostics}], indent=2) + "\n")
+    _replace_rounds(path, round_, diagnostics)
 
 
 def non_finite_tensors(state: Any, prefix: str = "") -> list[str]:
@@ -417,7 +455,7 @@ def open_round(run_dir: Path) -> tuple[Parts, int, list[Query]]:
 
 
 def _score_and_select(
-    parts: Parts, r: int, labeled: torch.Tensor, train_seconds: float
+    parts: Parts, r: int, labeled: torch.Tensor, trained: torch.Tensor, train_seconds: float, run_dir: Path
 ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
     """Score the pool, evaluate on the test set, and (before the last round) choose the next query.
 
@@ -451,7 +489,7 @@ def _score_and_select(
         eval_networks = backend.mean_network()  # type: ignore[attr-defined]
     else:
         eval_networks = backend.sample_networks(config.samples, generator=round_generator(config.seed, r, "eval"))
-    metrics = task.evaluate(eval_networks, config.chunk_size)
+    metrics, evaluation = task.evaluate(eval_networks, config.chunk_size)
     row = {
         "round": r,
         "n_labeled": len(labeled),
@@ -459,6 +497,7 @@ def _score_and_select(
         "train_seconds": round(train_seconds, 3),
         "score_seconds": round(pool.seconds, 3),
         **pool.summary,
+        **_trust(parts, r, networks, dataset.x_pool[trained], evaluation, run_dir, n_none=len(labeled) - len(trained)),
     }
     if not selecting:
         return row, None
@@ -469,11 +508,32 @@ def _score_and_select(
     )  # fmt: skip
     row.update(selected_by=name, select_seconds=round(target_seconds + time.perf_counter() - start, 3))
     chosen_B = candidates_N[selection.indices]
-    views = task.views(networks, dataset.x_pool[chosen_B], config.chunk_size)
+    views = task.views(networks, dataset.x_pool[chosen_B], config.chunk_size, float(row.get("outside_bar", math.inf)))
     queries = [
         {"index": int(i), "view": {**views[b], "score": float(selection.scores[b])}} for b, i in enumerate(chosen_B)
     ]
     return row, queries
+
+
+def _trust(
+    parts: Parts, r: int, networks: Any, x_labeled: Tensor, evaluation: dict[str, Any], run_dir: Path, *, n_none: int
+) -> dict[str, float]:
+    """Round r's trust columns (`Classification.trust`) and the count of "none of these" answers;
+    its retention curves and reliability bins go to trust.json.
+
+    The stop set's predicted classes of every round are kept in stop_predictions.pt: round r's kappa
+    compares them with round r - 1's, also after a resume.
+    """
+    if parts.trust is None:
+        return {}
+    path = run_dir / "stop_predictions.pt"
+    saved = {k: v for k, v in torch.load(path, weights_only=True).items() if k < r} if path.exists() else {}
+    columns, retention, predictions_S = parts.task.trust(  # type: ignore[attr-defined]
+        networks, parts.trust, saved.get(r - 1), x_labeled, parts.config.chunk_size
+    )
+    atomic_torch_save(path, {**saved, r: predictions_S.to(torch.int16)})
+    _replace_rounds(run_dir / "trust.json", r, {**retention, **evaluation})
+    return {**columns, "n_none": n_none}
 
 
 def _targets(parts: Parts, r: int) -> torch.Tensor:

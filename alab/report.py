@@ -114,10 +114,10 @@ def plot_run_curve(curve_csv: Path, out_png: Path) -> None:
                     ha="center", va="center", transform=ax_nll.transAxes, color="0.35")  # fmt: skip
     for ax in (ax_acc, ax_nll):
         ax.grid(alpha=0.3)
-    _save(fig, {out_png: "png"})
+    save_figure(fig, {out_png: "png"})
 
 
-def _save(fig: Any, paths: dict[Path, str]) -> None:
+def save_figure(fig: Any, paths: dict[Path, str]) -> None:
     for path, fmt in paths.items():
         buffer = io.BytesIO()
         fig.savefig(buffer, format=fmt, dpi=120)
@@ -250,7 +250,7 @@ def plot_learning_curves(curves: pd.DataFrame, out_stem: Path) -> None:
         ax.set(xlabel="labels", ylabel=f"{h.label} (mean ± 1 std over seeds)", title=title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
-    _save(fig, {out_stem.with_suffix(".png"): "png", out_stem.with_suffix(".svg"): "svg"})
+    save_figure(fig, {out_stem.with_suffix(".png"): "png", out_stem.with_suffix(".svg"): "svg"})
 
 
 def _count(n: int, noun: str) -> str:
@@ -318,6 +318,8 @@ def _report_markdown(
     out: Path, recipe: dict[str, Any], targets: Sequence[float], summary: pd.DataFrame, cells: pd.DataFrame, per_cell: pd.DataFrame,
     h: Headline | None, curves: pd.DataFrame, cell_config: dict[str, Any],
 ) -> str:
+    from alab.trust_report import comparison_trust_markdown
+
     table = recipe.get("compare", {})
     lines = [f"# Comparison: {out.name}", "", *_protocol(recipe, cell_config)]
     finished = int((cells["status"] == "finished").sum())
@@ -346,6 +348,7 @@ def _report_markdown(
         lines += [markdown_table(header, rows), "", "![learning curves](learning_curves.png)", ""]
         if h.targets and table.get("paper"):
             lines += paper_section(parse_paper(table["paper"]), curves, int(recipe.get("initial", 0)), int(recipe.get("query_size", 0)))
+        lines += comparison_trust_markdown(out, curves)
         lines += _cost_section(per_cell)
     return "\n".join(lines) + "\n"
 
@@ -364,10 +367,14 @@ def _cost_section(per_cell: pd.DataFrame) -> list[str]:
 # --- a single run ---------------------------------------------------------------------------------
 
 
-def write_run_report(run_dir: Path, targets: Sequence[float] = (0.8, 0.9, 0.95)) -> dict[str, Any]:
-    """A run directory's curve.png and summary.csv: the area under its headline metric's curve, its finals,
-    and for classification the labels to each target accuracy (`Headline`).
+def write_run_report(run_dir: Path, targets: Sequence[float] = (0.8, 0.9, 0.95), *, stopped_by: str | None = None) -> dict[str, Any]:
+    """A run directory's curve.png, summary.csv (the area under its headline metric's curve, its finals, and for
+    classification the labels to each target accuracy: `Headline`) and report.md, with its trust section and
+    trust.png where the run wrote them (`alab.trust_report`). `stopped_by`: why a stopping rule ended the run
+    (else run.json's, for `alab report` of a finished run).
     """
+    from alab.trust_report import run_trust_markdown
+
     curve = pd.read_csv(run_dir / "curve.csv")
     if not len(curve):
         raise AlabError(f"{run_dir} has no curve rows yet; continue it with `alab resume {run_dir}`")
@@ -377,6 +384,13 @@ def write_run_report(run_dir: Path, targets: Sequence[float] = (0.8, 0.9, 0.95))
     if curve[h.metric].notna().all():
         row.update(_metrics_of(curve, h, targets, ""))
     atomic_write_text(run_dir / "summary.csv", pd.DataFrame([row]).to_csv(index=False))
+    stopped_by = stopped_by or _json(run_dir / "run.json").get("stopped_by")
+    lines = [f"# Run: {run_dir.name}", "", f"{row['rounds']} rounds, {row['final_labels']} labels."
+             + (f" The run ended early: {stopped_by}." if stopped_by else ""), "", "![learning curve](curve.png)", ""]  # fmt: skip
+    if h.area in row:
+        lines += [markdown_table(["metric", "value"], [[k, v] for k, v in row.items() if k not in ("rounds", "final_labels")]), ""]
+    lines += run_trust_markdown(run_dir, curve)
+    atomic_write_text(run_dir / "report.md", "\n".join(lines) + "\n")
     return row
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from alab.errors import AlabError
-from alab.oracles.base import UNDO, Label
+from alab.oracles.base import NONE_OF_THESE, UNDO, Label
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -125,8 +125,10 @@ class DirectoryLock:
             self._fd = None
 
 
-def _number(text: str) -> int | float:
-    """A label as written: an int (a class) if it reads as one, else a float (a regression target; repr round-trips)."""
+def _number(text: str) -> int | float | str:
+    """A label as written: an int (a class) if it reads as one, NONE_OF_THESE, else a float (a regression target)."""
+    if text == NONE_OF_THESE:
+        return text
     try:
         return int(text)
     except ValueError:
@@ -138,7 +140,7 @@ class JournalEntry:
     """One row of `labels.csv`."""
 
     index: int
-    label: int | float  # a class index, or a regression target
+    label: int | float | str  # a class index, NONE_OF_THESE, or a regression target
     round: int
     source: str
 

@@ -23,17 +23,51 @@ from tqdm.auto import tqdm
 
 from alab.acquisition.base import EmbeddingStrategy, JointStrategy, Selection, Strategy, TargetStrategy
 from alab.acquisition.regression import REGRESSION_ACQUISITIONS, decompose, gaussian_params
-from alab.acquisition.scores import ACQUISITIONS
+from alab.acquisition.scores import ACQUISITIONS, predictive_log_probs
 from alab.acquisition.strategies import STRATEGIES
 from alab.backends.base import SampledNetworks
 from alab.data import Dataset, balanced_initial
 from alab.errors import AlabError
-from alab.metrics import evaluate
+from alab.metrics import evaluate, reliability_bins
+from alab.metrics.stopping import STOP_COLUMNS, stop_statistics
+from alab.metrics.trust import RETENTION_FRACTIONS, UNCERTAINTIES, aurc, decompose as decompose_uncertainty, ood_detection, ood_scores, retention_curve
 from alab.regression_metrics import evaluate_regression
 from alab.registry import Registry
-from alab.scoring import chunks, predict, score_pool
+from alab.scoring import candidate_log_probs, chunks, predict, score_pool
+from alab.oracles.base import NONE_OF_THESE
 
 Acquisition = Callable[[Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class TrustSets:
+    """The items a classification run's K networks predict each round beyond the pool (`Classification.trust`).
+
+    Fixed for the whole run: `test_T` a subset of the test set and `ood_O` of the out-of-distribution
+    set (both drawn by a fixed seed, the same for every run of a comparison), `stop_S` the stop set,
+    pool items drawn by the run's seed (their labels are never read).
+    """
+
+    test_T: Tensor
+    stop_S: Tensor
+    ood_O: Tensor | None
+
+
+def draw_trust_sets(dataset: Dataset, trust_items: int, stop_items: int, generator: torch.Generator) -> TrustSets:
+    """`TrustSets` of `trust_items` test (and OOD) items and `stop_items` pool items (0: all of them), sorted."""
+
+    def some(n: int, k: int, gen: torch.Generator) -> Tensor:
+        return torch.arange(n) if k == 0 or k >= n else torch.randperm(n, generator=gen)[:k].sort().values
+
+    fixed = torch.Generator().manual_seed(0)
+    test_T = some(len(dataset.y_test), trust_items, fixed)
+    ood_O = None if dataset.x_ood is None else some(len(dataset.x_ood), trust_items, fixed)
+    return TrustSets(test_T, some(len(dataset.y_pool), stop_items, generator), ood_O)
+
+
+OUTSIDE_QUANTILE = 0.99  # a query is marked as possibly outside the classes when its epistemic uncertainty is
+# above this quantile of the test subset's (1% of in-distribution inputs are marked), or without a test
+# set of the labeled items' (`Classification.trust`)
 
 
 @dataclass(frozen=True)
@@ -65,9 +99,9 @@ class Task(Protocol):
         *, top_k: int | None = None, device: torch.device | None = None, autocast: torch.dtype | None = None,
     ) -> Scored: ...  # fmt: skip
 
-    def evaluate(self, networks: SampledNetworks, chunk_size: int) -> dict[str, float]: ...
+    def evaluate(self, networks: SampledNetworks, chunk_size: int) -> tuple[dict[str, float], dict[str, Any]]: ...
 
-    def views(self, networks: SampledNetworks, x_B: Tensor, chunk_size: int) -> list[dict[str, Any]]: ...
+    def views(self, networks: SampledNetworks, x_B: Tensor, chunk_size: int, outside_bar: float) -> list[dict[str, Any]]: ...
 
     def describe(self, row: dict[str, Any]) -> str: ...
 
@@ -81,6 +115,9 @@ class Classification:
     curve_columns: tuple[str, ...] = (
         "round", "n_labeled", "accuracy", "nll", "brier", "ece",
         "train_seconds", "score_seconds", "mean_bald", "mean_entropy",
+        *(f"aurc_{u}" for u in UNCERTAINTIES), *(f"test_{u}" for u in UNCERTAINTIES), *(f"pool_{u}" for u in UNCERTAINTIES),
+        *STOP_COLUMNS, *(f"ood_{m}_{s}" for m in ("auroc", "fpr95") for s in ("max_prob", "entropy", "bald")),
+        "outside_bar", "ood_outside", "n_none",
     )  # fmt: skip
     acquisitions: Registry[Acquisition] = ACQUISITIONS
     joint: bool = True
@@ -91,9 +128,10 @@ class Classification:
     def initial(self, n: int, generator: torch.Generator) -> Tensor:
         return balanced_initial(self.dataset.y_pool, n, generator)
 
-    def label_error(self, label: int | float) -> str | None:
+    def label_error(self, label: int | float | str) -> str | None:
         C = len(self.dataset.classes)
-        return None if isinstance(label, int) and 0 <= label < C else f"classes are 0..{C - 1}"
+        ok = label == NONE_OF_THESE or (isinstance(label, int) and 0 <= label < C)
+        return None if ok else f"classes are 0..{C - 1} (or {NONE_OF_THESE!r}: none of these)"
 
     def targets(self, labels: Sequence[int | float]) -> Tensor:
         return torch.tensor(labels, dtype=torch.long)
@@ -106,14 +144,70 @@ class Classification:
         summary = {"mean_bald": pool.mean_bald, "mean_entropy": pool.mean_entropy}
         return Scored(pool.scores_N, summary, pool.seconds, pool.top)
 
-    def evaluate(self, networks: SampledNetworks, chunk_size: int) -> dict[str, float]:
+    def evaluate(self, networks: SampledNetworks, chunk_size: int) -> tuple[dict[str, float], dict[str, Any]]:
+        """Test metrics, and the reliability diagram's 15 bins behind the ECE (`alab.metrics.reliability_bins`)."""
         if not len(self.dataset.y_test):  # no labeled test set (a user's own images): NaN, never a made-up number
-            return dict.fromkeys(("accuracy", "nll", "brier", "ece"), math.nan)
-        return evaluate(predict(networks, self.dataset.x_test, chunk_size=chunk_size), self.dataset.y_test)
+            return dict.fromkeys(("accuracy", "nll", "brier", "ece"), math.nan), {}
+        log_probs_N_C = predict(networks, self.dataset.x_test, chunk_size=chunk_size)
+        return evaluate(log_probs_N_C, self.dataset.y_test), {"reliability": reliability_bins(log_probs_N_C, self.dataset.y_test)}
 
-    def views(self, networks: SampledNetworks, x_B: Tensor, chunk_size: int) -> list[dict[str, Any]]:
-        probs_B_C = predict(networks, x_B, chunk_size=chunk_size).exp()
-        return [{"probs": probs_C.tolist()} for probs_C in probs_B_C]
+    def trust(
+        self, networks: SampledNetworks, sets: TrustSets, predictions_before_S: Tensor | None, x_labeled: Tensor, chunk_size: int
+    ) -> tuple[dict[str, float], dict[str, Any], Tensor]:
+        """One round's trust columns, its retention curves, and the stop set's predicted classes [S].
+
+        The round's K networks (those that score the pool) predict the test subset, the stop set and
+        the OOD subset. Columns: AURC and mean uncertainty by total, aleatoric and epistemic
+        (`alab.metrics.trust`) on the test subset, mean uncertainties over the stop set (`pool_*`),
+        the stop statistics (`alab.metrics.stopping`), and the AUROC and FPR95 of max-probability,
+        entropy and BALD for telling the OOD subset from the test subset (NaN without one); the bar
+        above which a query is marked as possibly outside the classes (`outside_bar`: the
+        OUTSIDE_QUANTILE of the test subset's epistemic uncertainty, or of `x_labeled`'s without a
+        test set), and the share of the OOD subset above it (`ood_outside`).
+        """
+        d = self.dataset
+
+        def log_probs(x: Tensor, indices: Tensor) -> Tensor:
+            return candidate_log_probs(networks, x, indices, chunk_size=chunk_size).double().cpu()
+
+        columns: dict[str, float] = {}
+        detail: dict[str, Any] = {}
+        test_K_T_C = log_probs(d.x_test, sets.test_T) if len(sets.test_T) else None
+        reference_K_R_C = test_K_T_C if test_K_T_C is not None else log_probs(x_labeled, torch.arange(len(x_labeled)))
+        reference_R = decompose_uncertainty(reference_K_R_C)["epistemic"]
+        outside_bar = float(torch.quantile(reference_R, OUTSIDE_QUANTILE)) if len(reference_R) else math.inf
+        columns["outside_bar"] = outside_bar
+        if test_K_T_C is not None:
+            parts = decompose_uncertainty(test_K_T_C)
+            correct_T = predict_classes(test_K_T_C) == d.y_test[sets.test_T]
+            detail["retention"] = {"items": len(sets.test_T), "fractions": list(RETENTION_FRACTIONS)}
+            for u in UNCERTAINTIES:
+                columns[f"aurc_{u}"] = aurc(correct_T, parts[u])
+                columns[f"test_{u}"] = float(parts[u].mean())
+                detail["retention"][u] = retention_curve(correct_T, parts[u])
+        stop_K_S_C = log_probs(d.x_pool, sets.stop_S)
+        for u, values_S in decompose_uncertainty(stop_K_S_C).items():
+            columns[f"pool_{u}"] = float(values_S.mean())
+        probs_S_C = stop_K_S_C.exp().mean(dim=0)
+        before = None if predictions_before_S is None else predictions_before_S.numpy()
+        columns.update(stop_statistics(probs_S_C.numpy(), before))
+        if sets.ood_O is not None and d.x_ood is not None and test_K_T_C is not None:
+            in_scores, out_scores = ood_scores(test_K_T_C), ood_scores(log_probs(d.x_ood, sets.ood_O))
+            columns["ood_outside"] = float((out_scores["bald"] > outside_bar).double().mean())
+            for name in in_scores:
+                for metric, value in ood_detection(in_scores[name], out_scores[name]).items():
+                    columns[f"ood_{metric}_{name}"] = value
+        return columns, detail, probs_S_C.argmax(dim=1)
+
+    def views(self, networks: SampledNetworks, x_B: Tensor, chunk_size: int, outside_bar: float) -> list[dict[str, Any]]:
+        """Each query's class probabilities, its epistemic uncertainty (BALD, nats), and `outside`: above the bar."""
+        log_probs_K_B_C = candidate_log_probs(networks, x_B, torch.arange(len(x_B)), chunk_size=chunk_size).double().cpu()
+        epistemic_B = decompose_uncertainty(log_probs_K_B_C)["epistemic"]
+        probs_B_C = predictive_log_probs(log_probs_K_B_C).exp().float()
+        return [
+            {"probs": probs_C.tolist(), "epistemic": float(e), "outside": bool(float(e) > outside_bar)}
+            for probs_C, e in zip(probs_B_C, epistemic_B)
+        ]
 
     def describe(self, row: dict[str, Any]) -> str:
         return (
@@ -147,8 +241,9 @@ class Regression:
         """n pool items uniformly at random (no classes to balance), sorted."""
         return torch.randperm(len(self.dataset.y_pool), generator=generator)[:n].sort().values
 
-    def label_error(self, label: int | float) -> str | None:
-        return None if isinstance(label, (int, float)) and math.isfinite(label) else "a target is a finite number"
+    def label_error(self, label: int | float | str) -> str | None:
+        ok = isinstance(label, (int, float)) and math.isfinite(label)
+        return None if ok else "a target is a finite number"
 
     def targets(self, labels: Sequence[int | float]) -> Tensor:
         y_N = torch.tensor(labels, dtype=torch.float64)
@@ -189,13 +284,13 @@ class Regression:
         with torch.inference_mode():
             return torch.cat([networks(x[chunk]).cpu() for chunk in chunks(torch.arange(len(x)), chunk_size)], dim=1)
 
-    def evaluate(self, networks: SampledNetworks, chunk_size: int) -> dict[str, float]:
+    def evaluate(self, networks: SampledNetworks, chunk_size: int) -> tuple[dict[str, float], dict[str, Any]]:
         if not len(self.dataset.y_test):
-            return dict.fromkeys(("rmse", "nll", "coverage_50", "coverage_90", "coverage_95"), math.nan)
+            return dict.fromkeys(("rmse", "nll", "coverage_50", "coverage_90", "coverage_95"), math.nan), {}
         mu_K_N, s2_K_N = self.original_units(self._outputs(networks, self.dataset.x_test, chunk_size))
-        return evaluate_regression(mu_K_N, s2_K_N, self.dataset.y_test)
+        return evaluate_regression(mu_K_N, s2_K_N, self.dataset.y_test), {}
 
-    def views(self, networks: SampledNetworks, x_B: Tensor, chunk_size: int) -> list[dict[str, Any]]:
+    def views(self, networks: SampledNetworks, x_B: Tensor, chunk_size: int, outside_bar: float) -> list[dict[str, Any]]:
         mu_K_B, s2_K_B = self.original_units(self._outputs(networks, x_B, chunk_size))
         mean_B, aleatoric_B, epistemic_B = mu_K_B.mean(dim=0), s2_K_B.mean(dim=0), mu_K_B.var(dim=0, correction=0)
         return [
@@ -208,6 +303,11 @@ class Regression:
             f"rmse {float(row['rmse']):.4g}  nll {float(row['nll']):.3f}  cov90 {float(row['coverage_90']):.2f}  "
             f"epistemic {float(row['mean_epistemic']):.3g}  aleatoric {float(row['mean_aleatoric']):.3g}"
         )
+
+
+def predict_classes(log_probs_K_N_C: Tensor) -> Tensor:
+    """The posterior predictive's most probable class [N] (ties: the lowest class)."""
+    return predictive_log_probs(log_probs_K_N_C).argmax(dim=1)
 
 
 def task_for(dataset: Dataset) -> Task:

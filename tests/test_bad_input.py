@@ -379,7 +379,7 @@ def queried(run_dir: Path) -> list[int]:
 
 @pytest.mark.parametrize(
     ("label", "message"),
-    [("10", r"label '10' is not a class \(0, 1, .*9\); nothing imported"), ("-1", r"'-1' is not a class"), ("cat", r"'cat' is not a class")],
+    [("10", r"label '10' is not a class \(0, 1, .*9, or 'none' for none of these\); nothing imported"), ("-1", r"'-1' is not a class"), ("cat", r"'cat' is not a class")],
 )
 def test_a_label_outside_the_class_set_from_a_file(here: Path, waiting: Path, label: str, message: str) -> None:
     items = queried(waiting)

@@ -125,7 +125,10 @@ def test_files_round_trip_with_partial_import_refusals_and_label_studio(tmp_path
         assert "\n" not in str(err.value)
         assert (run_dir / "labels.csv").read_bytes() == before  # nothing of the file half-applied
 
-    write_answers(folder / "queries.csv", answers, truth(initial[2:]))
+    answers.write_text("index,label\n" + f"{initial[2]},none\n")  # none of these classes: an answer like any
+    assert import_labels(run_dir, answers).pending == sorted(initial[3:])
+    assert (run_dir / "labels.csv").read_text().splitlines()[-1] == f"{initial[2]},none,0,files"
+    write_answers(folder / "queries.csv", answers, truth(initial[3:]))
     assert import_labels(run_dir, answers).pending == []
     resume_run(run_dir, echo=lambda line: None)
     assert run_status(run_dir)["status"] == "waiting"
@@ -147,7 +150,8 @@ def test_files_round_trip_with_partial_import_refusals_and_label_studio(tmp_path
     resume_run(run_dir, echo=lambda line: None)
     assert run_status(run_dir)["status"] == "finished"
     journal = LabelsJournal(run_dir / "labels.csv")
-    assert {i: DIGITS.classes[e.label] for i, e in journal.labeled.items()} == truth(list(journal.labeled))
+    classes = {i: DIGITS.classes[e.label] for i, e in journal.labeled.items() if e.label != "none"}
+    assert classes == truth(list(classes)) and journal.labeled[initial[2]].label == "none"
     assert {e.source for e in journal.entries if e.round == 1} == {"label-studio"}
 
 

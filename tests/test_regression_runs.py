@@ -83,7 +83,7 @@ def test_regression_targets_are_standardized_by_the_pool_and_metrics_come_back_i
     # a network that predicts z = 0 with unit variance: mean target_mean, variance target_std^2
     raw_one = float(np.log(np.expm1(1.0 - 1e-6)))
     networks = lambda x: torch.tensor([0.0, raw_one]).expand(3, len(x), 2)  # noqa: E731
-    metrics = task.evaluate(networks, chunk_size=50)
+    metrics, _ = task.evaluate(networks, chunk_size=50)
     expected_rmse = float((data.y_test.double() - data.target_mean).square().mean().sqrt())
     assert metrics["rmse"] == pytest.approx(expected_rmse, rel=1e-6)
     scored = task.score(networks, data.x_pool, torch.arange(10), None, chunk_size=4)

@@ -65,11 +65,16 @@ def test_label_skip_undo_quit_and_resume(tmp_path: Path) -> None:
             child.sendline("1")
         child.expect("round 1 of 1")
         child.expect(r"model: .*acquisition score")
-        for _ in range(2):
-            child.expect(PROMPT)
-            child.sendline("2")
+        child.expect(PROMPT)
+        child.sendline("-")  # none of these
+        child.expect(r"saved: item \d+ is none of these")
+        child.expect(PROMPT)
+        child.sendline("2")
         child.expect("finished")
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+    with open(run_dir / "labels.csv", newline="") as f:
+        round_1 = [r["label"] for r in csv.DictReader(f) if r["round"] == "1"]
+    assert round_1 == ["none", "2"]

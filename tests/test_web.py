@@ -147,3 +147,29 @@ def test_sigkill_loses_no_acknowledged_label_and_resume_shows_the_rest(tmp_path:
         assert all(item["label"] is None for item in state["items"])
     finally:
         resumed.stop()
+
+
+def test_none_of_these_is_an_answer_and_an_outside_mark_reaches_the_page(tmp_path: Path) -> None:
+    oracle = WebOracle(OracleContext(DIGITS, tmp_path, DIGITS.classes, rounds=3, echo=lambda line: None))
+    journal = LabelsJournal(tmp_path / "labels.csv")
+    views = [{"probs": [0.1] * 10, "score": 0.5, "outside": i == ASKED[1]} for i in ASKED]
+    queries = [Query(i, DIGITS.x_pool[i], view, round=2) for i, view in zip(ASKED, views)]
+    asker = threading.Thread(target=lambda: _ask(oracle, journal, queries, 2, Classification(DIGITS), lambda line: None), daemon=True)
+    asker.start()
+    try:
+        with httpx.Client(base_url=oracle.url.split("/?")[0], headers={"X-Alab-Token": oracle.token}, timeout=30) as client:
+            for _ in range(100):
+                state = client.get("/api/state").json()
+                if state["status"] == "labeling":
+                    break
+            assert [item["outside"] for item in state["items"]] == [False, True, False, False]
+            assert client.post("/api/label", json={"index": ASKED[1], "label": "nothing"}).status_code == 400
+            assert client.post("/api/label", json={"index": ASKED[1], "label": "none"}).status_code == 200
+            assert journal_rows(tmp_path)[-1] == {"index": str(ASKED[1]), "label": "none", "round": "2", "source": "web"}
+            for i in (ASKED[0], *ASKED[2:]):
+                assert client.post("/api/label", json={"index": i, "label": 1}).status_code == 200
+        asker.join(timeout=10)
+        assert not asker.is_alive()
+        assert LabelsJournal(tmp_path / "labels.csv").labeled[ASKED[1]].label == "none"  # read back from disk
+    finally:
+        oracle.close()

@@ -42,6 +42,7 @@ class Dataset:
     task: str = "classification"  # or "regression": float targets, no classes
     target_mean: float = 0.0  # regression: the pool's target mean and std; models train on
     target_std: float = 1.0  # (y - target_mean) / target_std, metrics are in the original units
+    x_ood: torch.Tensor | None = None  # [N_ood, *input_shape]: inputs from outside the classes (`ood`), None without
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,6 +99,8 @@ def load_dataset(
     pool_size: int = 0,
     input_scaling: str = "default",
     target_classes: tuple[int, ...] | list[int] | None = None,
+    ood: str = "none",
+    ood_classes: tuple[int, ...] | list[int] | None = None,
 ) -> Dataset:
     """Load data set `name`; `validation` items drawn from its training split by `seed`, the rest is the pool.
 
@@ -111,6 +114,10 @@ def load_dataset(
     offers the choice; AlabError where it does not. `target_classes` (class indices): the test and
     validation sets keep only the items of these classes, the pool keeps every class: a target
     distribution shifted from the pool's (Bickford Smith et al. 2023's MNIST settings for EPIG).
+    `ood` names the out-of-distribution set (`Dataset.x_ood`): "held_out" removes `ood_classes` from
+    the pool, test and validation sets (the other classes are renumbered 0..C'-1 in their order) and
+    keeps their test inputs as the set; "noise" is uniform noise within the test inputs' range per
+    feature, as many items as the test set, drawn by a fixed seed (the same for every run).
     """
     if seed < 0:
         raise AlabError(f"seed must be a non-negative integer, got {seed}")
@@ -149,6 +156,17 @@ def load_dataset(
         pool_P = torch.from_numpy(subsample_pool(len(y_pool), pool_size, seed))
         x_pool, y_pool = x_pool[pool_P], y_pool[pool_P]
     x_test, y_test = splits.x_test, splits.y_test
+    classes, x_ood = splits.classes, None
+    if ood == "held_out":
+        x_pool, y_pool, x_test, y_test, x_val, y_val, classes, x_ood = _hold_out(
+            name, splits, ood_classes, x_pool, y_pool, x_test, y_test, x_val, y_val
+        )
+    elif ood == "noise":
+        low, high = x_test.amin(dim=0), x_test.amax(dim=0)
+        uniform = torch.rand(x_test.shape, generator=torch.Generator().manual_seed(0))
+        x_ood = low + (high - low) * uniform
+    elif ood != "none":
+        raise AlabError(f"ood must be none, noise or held_out, got {ood!r}")
     if target_classes is not None:
         if splits.task != "classification" or not all(isinstance(c, int) and 0 <= c < len(splits.classes) for c in target_classes):
             raise AlabError(f"target_classes must be class indices of {name}, 0..{len(splits.classes) - 1}; got {list(target_classes)}")
@@ -170,13 +188,36 @@ def load_dataset(
         y_test=y_test,
         x_val=x_val,
         y_val=y_val,
-        classes=splits.classes,
+        classes=classes,
         input_shape=tuple(splits.x_train.shape[1:]),
         checksum=splits.checksum,
         task=splits.task,
         target_mean=target_mean,
         target_std=target_std,
+        x_ood=x_ood,
     )
+
+
+def _hold_out(name: str, splits: Splits, ood_classes: tuple[int, ...] | list[int] | None, *sets: torch.Tensor | None) -> tuple:
+    """Remove `ood_classes` from the pool, test and validation sets; renumber the rest; their test inputs are the OOD set."""
+    x_pool, y_pool, x_test, y_test, x_val, y_val = sets
+    C = len(splits.classes)
+    held = sorted(set(ood_classes or ()))
+    if splits.task != "classification" or not held or not all(isinstance(c, int) and 0 <= c < C for c in held) or len(held) > C - 2:
+        raise AlabError(f"ood = held_out needs ood_classes: class indices of {name} in 0..{C - 1}, leaving at least two classes; got {ood_classes!r}")
+    kept = [c for c in range(C) if c not in held]
+    renumber_C = torch.full((C,), -1, dtype=torch.long)
+    renumber_C[kept] = torch.arange(len(kept))
+    held_C = torch.tensor(held)
+
+    def keep(x: torch.Tensor | None, y: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if x is None or y is None:
+            return x, y
+        mask = ~torch.isin(y, held_C)
+        return x[mask], renumber_C[y[mask]]
+
+    x_ood = x_test[torch.isin(y_test, held_C)]
+    return (*keep(x_pool, y_pool), *keep(x_test, y_test), *keep(x_val, y_val), tuple(splits.classes[c] for c in kept), x_ood)
 
 
 def splits_from_numpy(

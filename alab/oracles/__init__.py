@@ -1,6 +1,8 @@
 """Oracle adapters, registered by name in `ORACLES`."""
 
 from alab.oracles import files, simulated, terminal, web  # noqa: F401  (importing registers them)
-from alab.oracles.base import ORACLES, UNDO, Label, LabelingPaused, Oracle, OracleContext, Query, check_oracle
+from alab.oracles.base import (
+    NONE_OF_THESE, ORACLES, UNDO, Label, LabelingPaused, Oracle, OracleContext, Query, check_oracle,
+)  # fmt: skip
 
-__all__ = ["check_oracle", "ORACLES", "UNDO", "Label", "LabelingPaused", "Oracle", "OracleContext", "Query"]
+__all__ = ["check_oracle", "NONE_OF_THESE", "ORACLES", "UNDO", "Label", "LabelingPaused", "Oracle", "OracleContext", "Query"]

@@ -28,6 +28,9 @@ from alab.errors import AlabError
 from alab.registry import Registry
 
 UNDO = "undo"  # the `source` of a journal row that withdraws the item's label
+# The answer "none of these classes" (an item from outside them): journaled like any label, kept out of
+# training, and never asked again (alab.loop); written as the word in labels.csv.
+NONE_OF_THESE = "none"
 
 
 @dataclass(frozen=True)
@@ -44,11 +47,11 @@ class Query:
 class Label:
     """A label for pool item `index`, and who gave it (source UNDO: withdraw the item's label).
 
-    A class index (int), or a regression target (float).
+    A class index (int), NONE_OF_THESE (none of the classes), or a regression target (float).
     """
 
     index: int
-    label: int | float
+    label: int | float | str
     source: str
 
 
@@ -67,6 +70,11 @@ class Oracle(Protocol):
     def acknowledge(self, labels: Sequence[Label]) -> None: ...  # called once `labels` are journaled
 
     def close(self) -> None: ...
+
+
+def label_name(label: int | float | str, classes: Sequence[str]) -> str:
+    """How a person reads a class label: the class's name, or "none of these"."""
+    return "none of these" if label == NONE_OF_THESE else classes[int(label)]
 
 
 def _print(line: str) -> None:

@@ -1,8 +1,11 @@
 """The terminal labeler: each item drawn with Unicode half-blocks, its label typed at a prompt.
 
-At the prompt: a class name (or its number) labels the item; `s` skips it (it comes back at the
-end), `u` undoes the round's last label, `q` quits (the run waits; `alab resume DIR` asks for the
-rest), `?` shows this help. "saved" is printed only once the label is in labels.csv.
+At the prompt: a class name (or its number) labels the item; `-` answers "none of these" (an item
+from outside the classes: journaled, kept out of training, never asked again); `s` skips it (it comes
+back at the end), `u` undoes the round's last label, `q` quits (the run waits; `alab resume DIR` asks
+for the rest), `?` shows this help. "saved" is printed only once the label is in labels.csv. An item
+whose epistemic uncertainty is above the bar (`alab.tasks.OUTSIDE_QUANTILE`) is marked as possibly
+outside the classes.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
-from alab.oracles.base import UNDO, Label, LabelingPaused, OracleContext, Query, no_options, register_oracle
+from alab.oracles.base import (
+    NONE_OF_THESE, UNDO, Label, LabelingPaused, OracleContext, Query, label_name, no_options, register_oracle,
+)  # fmt: skip
 from alab.oracles.render import display_image, feature_rows, half_blocks, top_classes
 
-HELP = "type a class name or number to label; s skip, u undo the last label, q quit (resume later), ? help"
+HELP = "type a class name or number to label; - none of these, s skip, u undo the last label, q quit (resume later), ? help"
 
 
 class TerminalOracle:
@@ -24,7 +29,7 @@ class TerminalOracle:
         no_options("terminal")(context)
         self.context = context
         self.queue: deque[Query] = deque()
-        self.done: list[tuple[Query, int]] = []  # this round's labeled items, for undo
+        self.done: list[tuple[Query, int | str]] = []  # this round's labeled items, for undo
         self.round: int | None = None
         self.total = 0
 
@@ -40,7 +45,7 @@ class TerminalOracle:
             query = self.queue[0]
             self._show(query)
             try:
-                answer = input(f"label ({names}; s skip, u undo, q quit, ? help) > ").strip()
+                answer = input(f"label ({names}; - none of these, s skip, u undo, q quit, ? help) > ").strip()
             except EOFError:
                 answer = "q"
             if answer == "q":
@@ -57,6 +62,8 @@ class TerminalOracle:
                     last, label = self.done[-1]
                     return [Label(last.index, label, UNDO)]
                 print("nothing to undo in this round")
+            elif answer == "-":
+                return [Label(query.index, NONE_OF_THESE, "terminal")]
             elif answer in classes:
                 return [Label(query.index, classes.index(answer), "terminal")]
             elif answer.isdigit() and int(answer) < len(classes):
@@ -73,7 +80,7 @@ class TerminalOracle:
             else:
                 query = self.queue.popleft()
                 self.done.append((query, label.label))
-                print(f"saved: item {label.index} is {self.context.classes[label.label]}")
+                print(f"saved: item {label.index} is {label_name(label.label, self.context.classes)}")
 
     def close(self) -> None:
         self.queue.clear()
@@ -92,6 +99,8 @@ class TerminalOracle:
         if guesses:
             model = " · ".join(f"{name} {p:.0%}" for name, p in guesses)
             print(f"model: {model}   acquisition score {query.view.get('score', float('nan')):.3f}")
+        if query.view.get("outside"):
+            print("possibly none of these classes: the model is far less sure of it than of the test set's items (- answers none of these)")
 
 
 @register_oracle("terminal", "a person at the terminal: images in half-blocks, labels typed at a prompt", no_options("terminal"))

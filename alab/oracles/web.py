@@ -3,8 +3,10 @@
 `alab run --oracle web` serves the page on 127.0.0.1 (an `[oracle]` table may set host, port and
 open_browser) and prints its address with a random access token; a request without that token is
 refused (403). The page shows each queried item (an image, or a table of features), the model's top
-classes and the acquisition score, one button per class with keyboard shortcuts, skip and undo, and
-the round's progress; it polls `/api/state`, so the next batch appears by itself after retraining.
+classes and the acquisition score, one button per class with keyboard shortcuts, "none of these"
+(an item from outside the classes; key `-`), skip and undo, and the round's progress; an item whose
+epistemic uncertainty is above the bar (`alab.tasks.OUTSIDE_QUANTILE`) is marked as possibly outside
+the classes; it polls `/api/state`, so the next batch appears by itself after retraining.
 
 A label's POST is answered only after the loop has journaled it (the oracle's `acknowledge`): what
 the page shows as saved is in labels.csv, whatever happens to the process next.
@@ -26,7 +28,7 @@ from typing import Any
 
 from alab.config import from_mapping
 from alab.errors import AlabError
-from alab.oracles.base import UNDO, Label, OracleContext, Query, register_oracle
+from alab.oracles.base import NONE_OF_THESE, UNDO, Label, OracleContext, Query, register_oracle
 from alab.oracles.render import display_image, feature_rows, png_bytes, top_classes
 
 STARTUP_SECONDS = 10.0
@@ -64,7 +66,7 @@ class WebOracle:
         self._inbox: queue.Queue[Label] = queue.Queue()
         self._in_flight: dict[int, Future[None]] = {}  # index -> its POST, waiting to be journaled
         self._items: dict[int, Query] = {}  # the round's items on the page, in order
-        self._given: dict[int, int] = {}  # index -> label, journaled in this open round
+        self._given: dict[int, int | str] = {}  # index -> label (or NONE_OF_THESE), journaled in this open round
         self._round: int | None = None
         self._open = False  # a round is open: labels and undos are taken
         self._version = 0  # bumped on every change the page should redraw for
@@ -139,6 +141,7 @@ class WebOracle:
                         "busy": index in self._in_flight,
                         "top": top_classes(query.view, ctx.classes),
                         "score": query.view.get("score"),
+                        "outside": bool(query.view.get("outside", False)),
                         "image": image,
                         "features": [] if image or query.payload is None else feature_rows(query.payload),
                     }
@@ -181,8 +184,9 @@ class WebOracle:
                 message = Label(index, self._given[index], UNDO)
             else:
                 classes = self.context.classes
-                if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(classes):
-                    raise Refused(400, f"label must be a class number 0..{len(classes) - 1}, got {label!r}")
+                is_class = not isinstance(label, bool) and isinstance(label, int) and 0 <= label < len(classes)
+                if not is_class and label != NONE_OF_THESE:
+                    raise Refused(400, f"label must be a class number 0..{len(classes) - 1} or {NONE_OF_THESE!r}, got {label!r}")
                 if index not in self._pending():
                     raise Refused(409, f"item {index} is not pending in this round")
                 message = Label(index, label, "web")

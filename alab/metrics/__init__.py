@@ -1,4 +1,8 @@
-"""Test-set metrics of a predictive distribution, and summaries of a learning curve. No I/O."""
+"""Test-set metrics of a predictive distribution, and summaries of a learning curve. No I/O.
+
+Beside them: `alab.metrics.trust` (uncertainty decomposition, retention curves, reliability bins,
+out-of-distribution detection) and `alab.metrics.stopping` (stopping rules and their statistics).
+"""
 
 from __future__ import annotations
 
@@ -67,26 +71,45 @@ def brier(log_probs_N_C: Tensor, y_N: Tensor) -> float:
     return squared_errors_N.double().mean().item()
 
 
-def ece(log_probs_N_C: Tensor, y_N: Tensor, n_bins: int = 15) -> float:
-    """Expected calibration error over `n_bins` equal-width confidence bins.
+def reliability_bins(log_probs_N_C: Tensor, y_N: Tensor, n_bins: int = 15) -> dict[str, list[float]]:
+    """The reliability diagram's bins: equal-width confidence bins with their count, accuracy and mean confidence.
 
-    ECE = sum_b |B_b|/N * |acc(B_b) - conf(B_b)|
-        = (1/N) sum_b |sum_{n in B_b} (correct_n - conf_n)|,
-    with conf_n = max_c p_nc and correct_n = 1[argmax_c p_nc = y_n]. Bin b holds confidences in
-    [b/n_bins, (b+1)/n_bins); confidence 1.0 goes in the last bin; empty bins add nothing.
+    Bin b holds confidences conf_n = max_c p_nc in [b/n_bins, (b+1)/n_bins); confidence 1.0 goes in
+    the last bin. Returns {"lower", "upper", "count", "accuracy", "confidence"}, one entry per bin
+    (accuracy and confidence NaN for an empty bin). DeGroot & Fienberg (1983); Guo et al. (2017).
+    """
+    N, _ = _check(log_probs_N_C, y_N)
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
+        raise AlabError(f"reliability bins need a positive integer number of bins; got n_bins={n_bins!r}")
+    # exp in float64: a bin edge then sees the confidence the log-probability itself encodes.
+    confidences_N = log_probs_N_C.double().amax(dim=1).exp()
+    correct_N = (log_probs_N_C.argmax(dim=1) == y_N).double()
+    bins_N = (confidences_N * n_bins).long().clamp(0, n_bins - 1)
+    count_B = confidences_N.new_zeros(n_bins).scatter_add_(0, bins_N, torch.ones_like(confidences_N))
+    correct_B = confidences_N.new_zeros(n_bins).scatter_add_(0, bins_N, correct_N)
+    confidence_B = confidences_N.new_zeros(n_bins).scatter_add_(0, bins_N, confidences_N)
+    edges = [b / n_bins for b in range(n_bins + 1)]
+    return {
+        "lower": edges[:-1],
+        "upper": edges[1:],
+        "count": count_B.tolist(),
+        "accuracy": (correct_B / count_B).tolist(),  # 0/0 = NaN: an empty bin
+        "confidence": (confidence_B / count_B).tolist(),
+    }
+
+
+def ece(log_probs_N_C: Tensor, y_N: Tensor, n_bins: int = 15) -> float:
+    """Expected calibration error over `n_bins` equal-width confidence bins (`reliability_bins`).
+
+    ECE = sum_b |B_b|/N * |acc(B_b) - conf(B_b)|,
+    with conf_n = max_c p_nc and correct_n = 1[argmax_c p_nc = y_n]; empty bins add nothing.
     Shapes: [N, C], [N] -> float. Naeini, Cooper & Hauskrecht (2015), "Obtaining Well Calibrated
     Probabilities Using Bayesian Binning"; Guo et al. (2017), "On Calibration of Modern Neural
     Networks".
     """
-    N, _ = _check(log_probs_N_C, y_N)
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
-        raise AlabError(f"ece needs a positive integer number of bins; got n_bins={n_bins!r}")
-    # exp in float64: a bin edge then sees the confidence the log-probability itself encodes.
-    confidences_N = log_probs_N_C.double().amax(dim=1).exp()
-    gaps_N = (log_probs_N_C.argmax(dim=1) == y_N).double() - confidences_N
-    bins_N = (confidences_N * n_bins).long().clamp(0, n_bins - 1)
-    gaps_B = confidences_N.new_zeros(n_bins).scatter_add_(0, bins_N, gaps_N)  # [N] -> [n_bins]
-    return (gaps_B.abs().sum() / N).item()
+    bins = reliability_bins(log_probs_N_C, y_N, n_bins)
+    N = sum(bins["count"])
+    return sum(n / N * abs(a - c) for n, a, c in zip(bins["count"], bins["accuracy"], bins["confidence"]) if n)
 
 
 def evaluate(log_probs_N_C: Tensor, y_N: Tensor) -> dict[str, float]:
