@@ -51,11 +51,10 @@ from alab.backends import BACKENDS, Backend
 from alab.config import AUTOCAST_DTYPES, BackendConfig, RunConfig, config_from_dict, load_toml
 from alab.data import Dataset, load_dataset
 from alab.errors import AlabError
-from alab.oracles import ORACLES, UNDO, Label, LabelingPaused, Oracle, OracleContext, Query, check_oracle
+from alab.metrics.stopping import parse_stop
+from alab.oracles import NONE_OF_THESE, ORACLES, UNDO, Label, LabelingPaused, Oracle, OracleContext, Query, check_oracle
 from alab.report import write_run_report
 from alab.selecting import check_backend_support, round_scorer, select_batch, streamed_top_k, target_inputs
-from alab.metrics.stopping import parse_stop
-from alab.oracles.base import NONE_OF_THESE
 from alab.storage import DirectoryLock, LabelsJournal, atomic_torch_save, atomic_write_text
 from alab.tasks import Task, TrustSets, check_task_support, draw_trust_sets, task_for
 
@@ -333,7 +332,7 @@ def _rounds(parts: Parts, run_dir: Path, echo: Echo) -> str | None:
                 state = backend.state_dict()
                 _refuse_divergence(state, r, run_dir)  # before the checkpoint: the last good one stays
                 if hasattr(backend, "diagnostics"):
-                    _write_diagnostics(run_dir / f"{config.backend.name}.json", r, backend.diagnostics())
+                    _replace_rounds(run_dir / f"{config.backend.name}.json", r, backend.diagnostics())
                 checkpoint = {"round": r, "backend": state, "train_seconds": train_seconds, "queries": None}
                 atomic_torch_save(checkpoint_path, checkpoint)
 
@@ -376,18 +375,12 @@ def _stop_reason(config: RunConfig, curve: Sequence[dict[str, Any]]) -> str | No
 
 
 def _replace_rounds(path: Path, round_: int, entry: dict[str, Any]) -> None:
-    """Append round r's entry to a JSON list of rounds, replacing rounds from r on (a round redone after a crash)."""
+    """Append round r's entry to a JSON list of rounds (<run>/<backend>.json, trust.json), replacing rounds from r on.
+
+    So a round redone after a crash (the same seed, the same fit) is written once.
+    """
     rounds = [e for e in json.loads(path.read_text(encoding="utf-8")) if e["round"] < round_] if path.exists() else []
     atomic_write_text(path, json.dumps([*rounds, {"round": round_, **entry}], indent=2) + "\n")
-
-
-def _write_diagnostics(path: Path, round_: int, diagnostics: dict[str, Any]) -> None:
-    """Append round r's fit diagnostics (a backend's `diagnostics()`: HMC's R-hat and ESS, ...) to a JSON list.
-
-    Rounds from r on are replaced, so a round refit after a crash (the same seed, the same fit) is
-    written once.
-    """
-    _replace_rounds(path, round_, diagnostics)
 
 
 def non_finite_tensors(state: Any, prefix: str = "") -> list[str]:

@@ -173,9 +173,11 @@ class Classification:
         columns: dict[str, float] = {}
         detail: dict[str, Any] = {}
         test_K_T_C = log_probs(d.x_test, sets.test_T) if len(sets.test_T) else None
-        reference_K_R_C = test_K_T_C if test_K_T_C is not None else log_probs(x_labeled, torch.arange(len(x_labeled)))
-        reference_R = decompose_uncertainty(reference_K_R_C)["epistemic"]
-        outside_bar = float(torch.quantile(reference_R, OUTSIDE_QUANTILE)) if len(reference_R) else math.inf
+        if test_K_T_C is not None or len(x_labeled):
+            reference_K_R_C = test_K_T_C if test_K_T_C is not None else log_probs(x_labeled, torch.arange(len(x_labeled)))
+            outside_bar = float(torch.quantile(decompose_uncertainty(reference_K_R_C)["epistemic"], OUTSIDE_QUANTILE))
+        else:
+            outside_bar = math.inf  # nothing to compare with yet
         columns["outside_bar"] = outside_bar
         if test_K_T_C is not None:
             parts = decompose_uncertainty(test_K_T_C)
