@@ -188,8 +188,8 @@ def comparison_trust_markdown(out: Path, curves: pd.DataFrame) -> list[str]:
         ])  # fmt: skip
     lines += ["## When it could have stopped", "",
               "Each stopping rule at its default threshold (alab.metrics.stopping), read along each cell's curve; means over "
-              "the seeds where it stopped before the last round: the label count, the test accuracy given up against the "
-              "last round, and the labels it would have saved.", "",
+              "the seeds where it was met (by the last round at the latest): the label count, the test accuracy given up "
+              "against the last round, and the labels it would have saved.", "",
               markdown_table(["data set", "backend", "strategy", "rule", "threshold", "seeds stopped", "stops at (labels)", "accuracy given up", "labels saved"], rows), ""]  # fmt: skip
     return lines
 
