@@ -142,7 +142,7 @@ def run_trust_markdown(run_dir: Path, curve: pd.DataFrame) -> list[str]:
 def comparison_trust_markdown(out: Path, curves: pd.DataFrame) -> list[str]:
     """A comparison's trust section: per strategy, the last round's AURC and ECE, OOD AUROCs, and each stopping rule's
     stop point and accuracy given up, averaged over seeds; [] when the cells wrote no trust columns."""
-    if not len(curves) or not has_trust(curves) or curves["stop_kappa"].isna().all():
+    if not len(curves) or not has_trust(curves) or curves["aurc_total"].isna().all():
         return []
     curves = curves.assign(**{c: curves[c] if c in curves else "" for c in ("dataset", "backend")})
     several = {c for c in ("dataset", "backend") if curves[c].nunique() > 1}
@@ -167,14 +167,15 @@ def comparison_trust_markdown(out: Path, curves: pd.DataFrame) -> list[str]:
     columns = ["ece", "aurc_total", "aurc_aleatoric", "aurc_epistemic"]
     with_ood = "ood_auroc_bald" in final and final["ood_auroc_bald"].notna().any()
     if with_ood:
-        columns += ["ood_auroc_max_prob", "ood_auroc_entropy", "ood_auroc_bald"]
+        columns += [f"ood_{m}_{score}" for m in ("auroc", "fpr95") for score in ("max_prob", "entropy", "bald")]
     rows = []
     for key, group in final.groupby(GROUP, sort=False):
         rows.append([*key, len(group), *(f"{group[c].mean():.4f} ± {group[c].std(ddof=1):.4f}" if len(group) > 1 else f"{group[c].mean():.4f}" for c in columns)])
     lines = ["## Can it be trusted yet", "",
              "The last round of each cell, mean ± std over seeds: ECE (15 bins) and the area under the risk-coverage curve "
              "(AURC, lower is better) when the most uncertain test items are set aside by total, aleatoric or epistemic "
-             "uncertainty" + (", and the AUROC of telling the out-of-distribution set from the test set" if with_ood else "") + ".", "",
+             "uncertainty" + (", and the AUROC and FPR at 95% TPR (lower is better) of telling the out-of-distribution set from "
+             "the test set by 1 - max-probability, entropy and BALD" if with_ood else "") + ".", "",
              markdown_table(["data set", "backend", "strategy", "seeds", *columns], rows), "", *picture]  # fmt: skip
     stop = pd.DataFrame(stops)
     rows = []

@@ -204,3 +204,15 @@ def test_a_comparison_report_shows_trust_and_each_rule_per_strategy(tmp_path: Pa
     assert {"stop_kappa", "aurc_epistemic"} <= set(curves.columns)
     write_comparison_report(tmp_path / "cmp")  # a rebuild from the cells gives the same report
     assert (tmp_path / "cmp" / "report.md").read_text() == report
+
+
+def test_a_comparison_without_acquisition_rounds_still_reports_trust_and_ood(tmp_path: Path) -> None:
+    from alab.compare import load_comparison, run_comparison
+
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('dataset = "digits"\nood = "held_out"\nood_classes = [5, 6, 7, 8, 9]\ninitial = 40\nrounds = 0\nsamples = 4\n'
+                      '[backend]\nepochs = 2\nmin_steps = 10\n[compare]\nstrategies = ["random"]\nseeds = 2\nworkers = 1\n')  # fmt: skip
+    run_comparison(load_comparison(recipe, {}, out=tmp_path / "cmp"), echo=lambda line: None)
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    assert "| data set | backend | strategy | seeds | ece | aurc_total |" in report  # kappa needs two rounds; the rest does not
+    assert "ood_auroc_bald" in report and "ood_fpr95_bald" in report
