@@ -206,7 +206,7 @@ def read_comparison(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(curves, cells): every cell's curve rows, long format, and each cell's status and cost."""
     frames, cells = [], []
     for run_dir in sorted((out / "cells").glob("*/")):
-        if not (run_dir / "curve.csv").exists() or not (run_dir / "config.toml").exists():
+        if not (run_dir / "config.toml").exists():
             continue
         config = tomllib.loads((run_dir / "config.toml").read_text())
         backend = config["backend"]["name"] if isinstance(config.get("backend"), dict) else config.get("backend")
@@ -214,13 +214,13 @@ def read_comparison(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         timing = _json(run_dir / "timing.json")
         meta = {"cell": run_dir.name, "strategy": config["strategy"], "seed": int(config["seed"]),
                 "backend": backend, "dataset": config["dataset"], "status": status}  # fmt: skip
-        curve = pd.read_csv(run_dir / "curve.csv")
-        if len(curve):
+        curve = pd.read_csv(run_dir / "curve.csv") if (run_dir / "curve.csv").exists() else pd.DataFrame()
+        if len(curve):  # a cell that failed before its first curve row still counts, as not finished
             frames.append(curve.assign(**meta))
         cells.append({**meta, "wall_seconds": timing.get("wall_seconds", math.nan),
                       "cpu_seconds": timing.get("cpu_seconds", math.nan)})  # fmt: skip
     if not cells:
-        raise AlabError(f"{out} holds no cells with a curve yet; run `alab compare` first")
+        raise AlabError(f"{out} holds no cells yet; run `alab compare` first")
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), pd.DataFrame(cells)
 
 

@@ -216,3 +216,21 @@ def test_a_comparison_without_acquisition_rounds_still_reports_trust_and_ood(tmp
     report = (tmp_path / "cmp" / "report.md").read_text()
     assert "| data set | backend | strategy | seeds | ece | aurc_total |" in report  # kappa needs two rounds; the rest does not
     assert "ood_auroc_bald" in report and "ood_fpr95_bald" in report
+
+
+def test_a_cell_that_failed_before_its_first_row_is_reported_as_not_finished(tmp_path: Path) -> None:
+    import shutil
+
+    from alab.compare import load_comparison, run_comparison
+
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('dataset = "digits"\nrounds = 0\nsamples = 4\n[backend]\nepochs = 1\nmin_steps = 5\n'
+                      '[compare]\nstrategies = ["random"]\nseeds = 1\nworkers = 1\n')  # fmt: skip
+    run_comparison(load_comparison(recipe, {}, out=tmp_path / "cmp"), echo=lambda line: None)
+    failed = tmp_path / "cmp" / "cells" / "random-s9"
+    failed.mkdir()
+    shutil.copy(tmp_path / "cmp" / "cells" / "random-s0" / "config.toml", failed / "config.toml")
+    (failed / "run.json").write_text(json.dumps({"status": "failed", "error": "AlabError: training diverged in round 0"}))
+    write_comparison_report(tmp_path / "cmp")
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    assert "Cells: 1 of 2 finished" in report and "Not finished (left out of every number below): random-s9" in report
