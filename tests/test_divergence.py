@@ -21,7 +21,7 @@ from alab.acquisition.base import TopK
 from alab.acquisition.strategies import STRATEGIES
 
 QUIET = staticmethod(lambda line: None)
-TIMING = ["train_seconds", "score_seconds"]
+TIMING = ["train_seconds", "score_seconds", "select_seconds"]  # wall times: never equal between two runs
 
 
 def curve(run_dir: Path) -> pd.DataFrame:
