@@ -409,7 +409,7 @@ def _refuse_divergence(state: dict[str, Any], round_: int, run_dir: Path) -> Non
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """`checkpoint.pt` with every tensor on the CPU: a run checkpointed on a GPU resumes on a machine without one.
+    """`checkpoint.pt` (or stop_predictions.pt) with every tensor on the CPU: a run checkpointed on a GPU resumes on a machine without one.
 
     Backends move the weights to the run's device in `load_state_dict`.
     """
@@ -520,7 +520,7 @@ def _trust(
     if parts.trust is None:
         return {}
     path = run_dir / "stop_predictions.pt"
-    saved = {k: v for k, v in torch.load(path, weights_only=True).items() if k < r} if path.exists() else {}
+    saved = {k: v for k, v in load_checkpoint(path).items() if k < r} if path.exists() else {}
     columns, retention, predictions_S = parts.task.trust(  # type: ignore[attr-defined]
         networks, parts.trust, saved.get(r - 1), x_labeled, parts.config.chunk_size
     )
