@@ -33,8 +33,8 @@ from alab.metrics.stopping import STOP_COLUMNS, stop_statistics
 from alab.metrics.trust import RETENTION_FRACTIONS, UNCERTAINTIES, aurc, decompose as decompose_uncertainty, ood_detection, ood_scores, retention_curve
 from alab.regression_metrics import evaluate_regression
 from alab.registry import Registry
-from alab.scoring import candidate_log_probs, chunks, predict, score_pool
 from alab.oracles.base import NONE_OF_THESE
+from alab.scoring import candidate_log_probs, chunks, predict, score_pool
 
 Acquisition = Callable[[Tensor], Tensor]
 
@@ -173,14 +173,16 @@ class Classification:
         columns: dict[str, float] = {}
         detail: dict[str, Any] = {}
         test_K_T_C = log_probs(d.x_test, sets.test_T) if len(sets.test_T) else None
-        if test_K_T_C is not None or len(x_labeled):
-            reference_K_R_C = test_K_T_C if test_K_T_C is not None else log_probs(x_labeled, torch.arange(len(x_labeled)))
-            outside_bar = float(torch.quantile(decompose_uncertainty(reference_K_R_C)["epistemic"], OUTSIDE_QUANTILE))
+        parts = decompose_uncertainty(test_K_T_C) if test_K_T_C is not None else None
+        if parts is not None:
+            reference_R = parts["epistemic"]
+        elif len(x_labeled):
+            reference_R = decompose_uncertainty(log_probs(x_labeled, torch.arange(len(x_labeled))))["epistemic"]
         else:
-            outside_bar = math.inf  # nothing to compare with yet
+            reference_R = None  # nothing to compare with yet
+        outside_bar = math.inf if reference_R is None else float(torch.quantile(reference_R, OUTSIDE_QUANTILE))
         columns["outside_bar"] = outside_bar
-        if test_K_T_C is not None:
-            parts = decompose_uncertainty(test_K_T_C)
+        if test_K_T_C is not None and parts is not None:
             correct_T = predict_classes(test_K_T_C) == d.y_test[sets.test_T]
             detail["retention"] = {"items": len(sets.test_T), "fractions": list(RETENTION_FRACTIONS)}
             for u in UNCERTAINTIES:
