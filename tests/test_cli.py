@@ -15,9 +15,9 @@ import pytest
 FAST = ["--initial", "20", "--query-size", "10", "--samples", "8"]
 
 
-def alab(*args: str, cwd: Path, check: bool = False) -> subprocess.CompletedProcess[str]:
+def alab(*args: str, cwd: Path, check: bool = False, **kwargs) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    result = subprocess.run([sys.executable, "-m", "alab", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-m", "alab", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600, **kwargs)
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -63,12 +63,16 @@ def test_listings_are_one_line_each(tmp_path: Path, command: str) -> None:
 
 def test_run_then_sigkill_mid_round_then_resume_gives_the_uninterrupted_curve(tmp_path: Path, fast_recipe: Path) -> None:
     args = ["run", "--strategy", "bald", "--rounds", "4", *FAST, "--config", str(fast_recipe)]
-    alab(*args, "--out", str(tmp_path / "reference"), cwd=tmp_path, check=True)
+    # Every process on one core, so one thread: the curves are compared bit for bit, which a
+    # multi-threaded BLAS does not promise run to run (tests/test_compare.py says more).
+    core = {min(os.sched_getaffinity(0))}
+    one_core = lambda: os.sched_setaffinity(0, core)  # noqa: E731
+    alab(*args, "--out", str(tmp_path / "reference"), cwd=tmp_path, check=True, preexec_fn=one_core)
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     run_dir = tmp_path / "killed"
     process = subprocess.Popen([sys.executable, "-m", "alab", *args, "--out", str(run_dir)], cwd=tmp_path, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=one_core)  # fmt: skip
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
         curve = run_dir / "curve.csv"
@@ -81,7 +85,7 @@ def test_run_then_sigkill_mid_round_then_resume_gives_the_uninterrupted_curve(tm
     process.wait()
     assert '"status": "running"' in (run_dir / "run.json").read_text()
 
-    result = alab("resume", str(run_dir), cwd=tmp_path, check=True)
+    result = alab("resume", str(run_dir), cwd=tmp_path, check=True, preexec_fn=one_core)
     assert "finished" in result.stdout
     reference = pd.read_csv(tmp_path / "reference" / "curve.csv")
     resumed = pd.read_csv(run_dir / "curve.csv")

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from alab.compare import RayExecutor, cpu_cores, load_comparison, run_comparison
+from alab.compare import RayExecutor, load_comparison, run_comparison
 from alab.errors import AlabError
 from alab.loop import start_run
 
@@ -147,8 +147,14 @@ def test_a_killed_compare_resumes_and_keeps_finished_cells(tmp_path: Path) -> No
     path = recipe(tmp_path, 'strategies = ["bald", "random"]\nseeds = 1\nworkers = 1', run=FAST)
     args = ["compare", str(path), "--rounds", "4"]
     cells = {c.name: c for c in load_comparison(path, {"rounds": 4}).cells()}
+    # One thread on one core, here and in the compare (its worker takes the cores it may use): the
+    # curves are compared bit for bit, and a multi-threaded BLAS may split its sums by the cores it
+    # finds free (CI once saw the NLL of one round differ in its 10th digit). The crash harness
+    # compares its runs on one thread for the same reason.
+    core = {min(os.sched_getaffinity(0))}
+    one_core = lambda: os.sched_setaffinity(0, core)  # noqa: E731
     threads = torch.get_num_threads()
-    torch.set_num_threads(cpu_cores())  # as the compare's one worker will: same threads, same sums
+    torch.set_num_threads(1)
     try:
         start_run(cells["random-s0"].config, tmp_path / "reference", echo=lambda line: None)  # a cell is a run
     finally:
@@ -157,7 +163,8 @@ def test_a_killed_compare_resumes_and_keeps_finished_cells(tmp_path: Path) -> No
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen([sys.executable, "-m", "alab", *args, "--out", str(out)], cwd=tmp_path, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                               preexec_fn=one_core)  # fmt: skip
     second = out / "cells" / "random-s0" / "curve.csv"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
@@ -173,8 +180,9 @@ def test_a_killed_compare_resumes_and_keeps_finished_cells(tmp_path: Path) -> No
     assert '"status": "running"' in (out / "cells" / "random-s0" / "run.json").read_text()
     kept = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in first.iterdir()}
 
-    result = alab(*args, "--out", str(out), cwd=tmp_path)
+    result = alab(*args, "--out", str(out), cwd=tmp_path, preexec_fn=one_core)
     assert result.returncode == 0, result.stderr
+    assert '"threads": 1' in (first / "timing.json").read_text()  # the worker saw the one core
     assert "1 of 2 cells already finished; kept" in result.stderr
     assert "random-s0: finished" in result.stderr
     assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in first.iterdir()} == kept
