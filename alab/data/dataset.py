@@ -133,7 +133,7 @@ def load_dataset(
     )
     splits = DATASETS.get(key)(request)
     if input_scaling != "default" and splits.input_scaling != input_scaling:
-        raise AlabError(f"input_scaling = {input_scaling!r} is not offered by {name} (only by the IDX image sets: mnist, fashion-mnist, repeated-mnist); remove it")
+        raise AlabError(f"input_scaling = {input_scaling!r} is not offered by {name} (only by the IDX image sets and those made from them: mnist, fashion-mnist, repeated-mnist, ambiguous-, noisy- and imbalanced-mnist); remove it")
     if classes is not None and tuple(classes) != splits.classes:
         raise AlabError(f"--classes {','.join(classes)} does not match {name}'s classes {','.join(splits.classes)}; leave it out")
 
