@@ -48,8 +48,10 @@ import alab
 from alab.acquisition.base import Strategy, TargetStrategy
 from alab.acquisition.strategies import STRATEGIES
 from alab.backends import BACKENDS, Backend
+from alab.backends.base import Embeds
 from alab.config import AUTOCAST_DTYPES, BackendConfig, RunConfig, config_from_dict, load_toml
 from alab.data import Dataset, load_dataset
+from alab.diagnosis import PICK_COLUMNS, pick_columns
 from alab.errors import AlabError
 from alab.metrics.stopping import parse_stop
 from alab.oracles import NONE_OF_THESE, ORACLES, UNDO, Label, LabelingPaused, Oracle, OracleContext, Query, check_oracle
@@ -62,9 +64,9 @@ from alab.tasks import Task, TrustSets, check_task_support, draw_trust_sets, tas
 # stopped (Ctrl-C), failed (an error; the message is in run.json), finished
 STATUSES = ("running", "waiting", "stopped", "failed", "finished")
 # curve.csv: the task's columns (alab.tasks), then every run's: the strategy that chose the round's
-# query (a schedule's, or the run's) and the seconds its selection took beyond scoring the pool
-# (empty in the last round, which selects nothing)
-SELECTION_COLUMNS = ("selected_by", "select_seconds")
+# query (a schedule's, or the run's), the seconds its selection took beyond scoring the pool, and
+# what it picked beside a random batch (alab.diagnosis) (empty in the last round, which selects nothing)
+SELECTION_COLUMNS = ("selected_by", "select_seconds", *PICK_COLUMNS)
 
 Echo = Callable[[str], None]
 
@@ -501,6 +503,10 @@ def _score_and_select(
     )  # fmt: skip
     row.update(selected_by=name, select_seconds=round(target_seconds + time.perf_counter() - start, 3))
     chosen_B = candidates_N[selection.indices]
+    random_B = candidates_N[torch.randperm(len(candidates_N), generator=round_generator(config.seed, r, "diagnosis"))[: len(chosen_B)]]
+    embed = backend.embed if isinstance(backend, Embeds) else (lambda x: x.flatten(1))
+    uncertainty = lambda x: task.uncertainty(networks, x, config.chunk_size)  # noqa: E731
+    row.update(pick_columns(uncertainty, embed, dataset.x_pool[chosen_B], dataset.x_pool[random_B]))
     views = task.views(networks, dataset.x_pool[chosen_B], config.chunk_size, float(row.get("outside_bar", math.inf)))
     queries = [
         {"index": int(i), "view": {**views[b], "score": float(selection.scores[b])}} for b, i in enumerate(chosen_B)

@@ -318,6 +318,7 @@ def _report_markdown(
     out: Path, recipe: dict[str, Any], targets: Sequence[float], summary: pd.DataFrame, cells: pd.DataFrame, per_cell: pd.DataFrame,
     h: Headline | None, curves: pd.DataFrame, cell_config: dict[str, Any],
 ) -> str:
+    from alab.diagnosis import comparison_diagnosis_markdown
     from alab.trust_report import comparison_trust_markdown
 
     table = recipe.get("compare", {})
@@ -348,6 +349,7 @@ def _report_markdown(
         lines += [markdown_table(header, rows), "", "![learning curves](learning_curves.png)", ""]
         if h.targets and table.get("paper"):
             lines += paper_section(parse_paper(table["paper"]), curves, int(recipe.get("initial", 0)), int(recipe.get("query_size", 0)))
+        lines += comparison_diagnosis_markdown(out, curves, summary, h.area, h.higher_is_better)
         lines += comparison_trust_markdown(out, curves)
         lines += _cost_section(per_cell)
     return "\n".join(lines) + "\n"
@@ -373,6 +375,7 @@ def write_run_report(run_dir: Path, targets: Sequence[float] = (0.8, 0.9, 0.95),
     trust.png where the run wrote them (`alab.trust_report`). `stopped_by`: why a stopping rule ended the run
     (else run.json's, for `alab report` of a finished run).
     """
+    from alab.diagnosis import run_diagnosis_markdown
     from alab.trust_report import run_trust_markdown
 
     curve = pd.read_csv(run_dir / "curve.csv")
@@ -389,6 +392,7 @@ def write_run_report(run_dir: Path, targets: Sequence[float] = (0.8, 0.9, 0.95),
              + (f" The run ended early: {stopped_by}." if stopped_by else ""), "", "![learning curve](curve.png)", ""]  # fmt: skip
     if h.area in row:
         lines += [markdown_table(["metric", "value"], [[k, v] for k, v in row.items() if k not in ("rounds", "final_labels")]), ""]
+    lines += run_diagnosis_markdown(run_dir)
     lines += run_trust_markdown(run_dir, curve)
     atomic_write_text(run_dir / "report.md", "\n".join(lines) + "\n")
     return row

@@ -103,6 +103,8 @@ class Task(Protocol):
 
     def views(self, networks: SampledNetworks, x_B: Tensor, chunk_size: int, outside_bar: float) -> list[dict[str, Any]]: ...
 
+    def uncertainty(self, networks: SampledNetworks, x_B: Tensor, chunk_size: int) -> dict[str, Tensor]: ...
+
     def describe(self, row: dict[str, Any]) -> str: ...
 
 
@@ -213,6 +215,10 @@ class Classification:
             for probs_C, e in zip(probs_B_C, epistemic_B)
         ]
 
+    def uncertainty(self, networks: SampledNetworks, x_B: Tensor, chunk_size: int) -> dict[str, Tensor]:
+        """Each item's total = aleatoric + epistemic uncertainty: entropy = expected entropy + BALD, nats [B]."""
+        return decompose_uncertainty(candidate_log_probs(networks, x_B, torch.arange(len(x_B)), chunk_size=chunk_size).double().cpu())
+
     def describe(self, row: dict[str, Any]) -> str:
         return (
             f"acc {float(row['accuracy']):.3f}  nll {float(row['nll']):.3f}  ece {float(row['ece']):.3f}  "
@@ -293,6 +299,12 @@ class Regression:
             return dict.fromkeys(("rmse", "nll", "coverage_50", "coverage_90", "coverage_95"), math.nan), {}
         mu_K_N, s2_K_N = self.original_units(self._outputs(networks, self.dataset.x_test, chunk_size))
         return evaluate_regression(mu_K_N, s2_K_N, self.dataset.y_test), {}
+
+    def uncertainty(self, networks: SampledNetworks, x_B: Tensor, chunk_size: int) -> dict[str, Tensor]:
+        """Each item's predictive variance, total = aleatoric + epistemic: E_k[sigma_k^2] + Var_k[mu_k], units^2 [B]."""
+        mu_K_B, s2_K_B = self.original_units(self._outputs(networks, x_B, chunk_size))
+        aleatoric_B, epistemic_B = s2_K_B.mean(dim=0), mu_K_B.var(dim=0, correction=0)
+        return {"total": aleatoric_B + epistemic_B, "aleatoric": aleatoric_B, "epistemic": epistemic_B}
 
     def views(self, networks: SampledNetworks, x_B: Tensor, chunk_size: int, outside_bar: float) -> list[dict[str, Any]]:
         mu_K_B, s2_K_B = self.original_units(self._outputs(networks, x_B, chunk_size))

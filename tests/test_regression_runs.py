@@ -23,6 +23,7 @@ from test_cli import alab
 REGRESSION_COLUMNS = [
     "round", "n_labeled", "rmse", "nll", "coverage_50", "coverage_90", "coverage_95",
     "train_seconds", "score_seconds", "mean_epistemic", "mean_aleatoric", "selected_by", "select_seconds",
+    "pick_epistemic", "pick_aleatoric", "pick_similarity", "random_similarity",
 ]  # fmt: skip
 
 
