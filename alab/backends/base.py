@@ -118,6 +118,23 @@ def epoch_batches(
         yield batches
 
 
+def random_shift(x_B_C_H_W: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
+    """Each image translated by its own (dy, dx), drawn uniformly from {-s..s}^2, edges replicated.
+
+    The small random shifts of image augmentation (as in Simard, Steinkraus & Platt 2003's
+    elastic-and-affine MNIST distortions, shifts only); offsets come from `generator` (on the CPU).
+    """
+    B, _, H, W = x_B_C_H_W.shape
+    s = max_shift
+    offsets_B_2 = torch.randint(0, 2 * s + 1, (B, 2), generator=generator).to(x_B_C_H_W.device)
+    padded = F.pad(x_B_C_H_W, (s, s, s, s), mode="replicate")  # [B, C, H + 2s, W + 2s]
+    rows_B_H = torch.arange(H, device=padded.device) + offsets_B_2[:, :1]
+    cols_B_W = torch.arange(W, device=padded.device) + offsets_B_2[:, 1:]
+    batch_B = torch.arange(B, device=padded.device)[:, None, None]
+    shifted_B_H_W_C = padded.permute(0, 2, 3, 1)[batch_B, rows_B_H[:, :, None], cols_B_W[:, None, :]]
+    return shifted_B_H_W_C.permute(0, 3, 1, 2).contiguous()
+
+
 def minibatches(
     n: int, batch_size: int, *, epochs: int, min_steps: int, generator: torch.Generator, device: torch.device, desc: str,
     schedule: str = "full", epoch_samples: int = 0,

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from alab.backends.base import BACKENDS, SCHEDULES, SampledNetworks, epoch_batches, gradient_embedding
+from alab.backends.base import BACKENDS, SCHEDULES, SampledNetworks, epoch_batches, gradient_embedding, random_shift
 from alab.config import from_mapping
 from alab.errors import AlabError
 from alab.models import ConvDropoutHead, Network, build_model, inference_trunk
@@ -40,6 +40,7 @@ class MCDropoutParams:
     schedule: str = "full"  # minibatches: full (floor(N/B) full batches an epoch) | keras (ceil(N/B), the last ragged) | resampled
     epoch_samples: int = 5056  # schedule = "resampled": an epoch is this many draws of the labeled set (Kirsch et al. 2019)
     early_stopping: int = 0  # patience in epochs on the validation set's accuracy (0: off; needs validation = N)
+    augment_shift: int = 0  # images: each training image shifted by up to this many pixels each step (0: off)
     lr: float = 1e-3  # Adam
     weight_decay: float = 0.1  # c in the L2 penalty (c / N) * ||w||^2, N = labeled set size
     weight_decay_on: str = "all"  # all weights and biases | head_first_weight (Gal et al.'s code: the Dense-128 kernel)
@@ -47,7 +48,7 @@ class MCDropoutParams:
     masks: str = "shared"  # scoring: K masks shared by every item (K whole networks) | per_item
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "min_steps", "batch_size", "early_stopping"):
+        for name in ("epochs", "min_steps", "batch_size", "early_stopping", "augment_shift"):
             if getattr(self, name) < 0 or (name == "batch_size" and self.batch_size == 0):
                 raise AlabError(f"backend.{name} must be positive, got {getattr(self, name)}")
         if self.masks not in ("shared", "per_item"):
@@ -102,7 +103,9 @@ def train_classifier(
 ) -> None:
     """Adam on the network's mean loss (cross-entropy, or Gaussian NLL for regression) plus (c/N)||w||^2.
 
-    Minibatches by `params.schedule` (`epoch_batches`), dropout masks per item, both from `generator`.
+    Minibatches by `params.schedule` (`epoch_batches`), dropout masks per item, both from `generator`;
+    with `params.augment_shift` = s, each batch's images shifted by up to s pixels (`random_shift`), also
+    from `generator`.
     With `params.early_stopping` = P and a validation set: after each epoch the deterministic
     network's validation accuracy; training stops after P epochs without a better one and the best
     epoch's weights are kept (Kirsch et al. 2019's code: ignite's EarlyStopping, patience 3,
@@ -119,7 +122,8 @@ def train_classifier(
     best_score, best_state, patience = -math.inf, None, params.early_stopping
     for epoch in tqdm(epochs, desc=desc, leave=False, disable=None, mininterval=0.5):
         for batch in epoch:
-            loss = network.loss(network(x_N[batch], generator), y_N[batch])
+            x_B = x_N[batch] if not params.augment_shift else random_shift(x_N[batch], params.augment_shift, generator)
+            loss = network.loss(network(x_B, generator), y_N[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -157,6 +161,8 @@ class MCDropoutBackend:
         self.num_classes = num_classes
         self.device = device
         self.task = task
+        if params.augment_shift and len(self.input_shape) != 3:
+            raise AlabError(f"backend.augment_shift shifts images [C, H, W]; these inputs have shape {list(self.input_shape)}: remove it")
         if params.early_stopping and validation is None:
             raise AlabError("backend.early_stopping needs a validation set: set validation = N in the run (Kirsch et al. 2019 use 1024)")
         self.validation = None if validation is None else (validation[0].to(device), validation[1].to(device))
