@@ -198,9 +198,12 @@ def _print_registry(registry: Any) -> None:
 @app.command()
 def strategies() -> None:
     """List the acquisition strategies, one line each."""
+    from alab.acquisition import auto
     from alab.acquisition.strategies import STRATEGIES
 
     _print_registry(STRATEGIES)
+    width = max(len(name) for name in STRATEGIES.names())
+    typer.echo(f"{auto.AUTO:<{width}}  {auto.SUMMARY}")
 
 
 @app.command()

@@ -406,19 +406,21 @@ def validate(comparison: Comparison) -> None:
     """
     from alab.backends import BACKENDS
     from alab.loop import build_parts
+    from alab.acquisition.auto import strategy_names
     from alab.acquisition.strategies import STRATEGIES
     from alab.tasks import check_task_support
 
-    for strategy in comparison.table.strategies:
-        STRATEGIES.get(strategy)
+    names = [name for strategy in comparison.table.strategies for name in strategy_names(strategy)]
+    for name in names:
+        STRATEGIES.get(name)
     checked: set[tuple[str, str]] = set()
     tasks: dict[str, str] = {}  # data set -> its task
     for cell in comparison.cells():
         key = (cell.config.dataset, cell.config.backend.name)
         if key not in checked:
             task = build_parts(cell.config).task
-            for strategy in comparison.table.strategies:
-                check_task_support(task, strategy, cell.config.backend.name, BACKENDS.get(cell.config.backend.name), cell.config.oracle.name)
+            for name in names:
+                check_task_support(task, name, cell.config.backend.name, BACKENDS.get(cell.config.backend.name), cell.config.oracle.name)
             tasks[cell.config.dataset] = task.name
             checked.add(key)
     if len(set(tasks.values())) > 1:

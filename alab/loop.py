@@ -45,11 +45,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 import alab
+from alab.acquisition.auto import AUTO, run_schedule
 from alab.acquisition.base import Strategy, TargetStrategy
 from alab.acquisition.strategies import STRATEGIES
 from alab.backends import BACKENDS, Backend
 from alab.backends.base import Embeds
-from alab.config import AUTOCAST_DTYPES, BackendConfig, RunConfig, config_from_dict, load_toml
+from alab.config import AUTOCAST_DTYPES, BackendConfig, RunConfig, ScheduleStep, config_from_dict, load_toml
 from alab.data import Dataset, load_dataset
 from alab.diagnosis import PICK_COLUMNS, pick_columns
 from alab.errors import AlabError
@@ -93,22 +94,23 @@ class Parts:
     dataset: Dataset
     device: torch.device
     backend: Backend
-    strategy: Strategy
     task: Task
+    schedule: tuple[ScheduleStep, ...]  # the run's steps: its [[schedule]] tables, or auto's (`alab.acquisition.auto`)
+    final: str  # the strategy after the steps: the run's, or auto's second rule
     targets: Tensor | None = None  # EPIG's target inputs when the run names them (None: drawn from the pool)
     trust: TrustSets | None = None  # classification: the test subset, stop set and OOD subset predicted each round
 
     def strategy_at(self, n_labeled: int) -> tuple[str, Strategy]:
-        """(name, strategy) that selects in a round with `n_labeled` labels: the first schedule step it is below, else the run's."""
-        name = next((step.strategy for step in self.config.schedule if n_labeled < step.until), self.config.strategy)
+        """(name, strategy) that selects in a round with `n_labeled` labels: the first schedule step it is below, else the final one."""
+        name = next((step.strategy for step in self.schedule if n_labeled < step.until), self.final)
         return name, STRATEGIES.get(name)
 
 
 def build_parts(config: RunConfig) -> Parts:
     """Check every name and number against the data; raise AlabError before any file is written."""
-    names = [config.strategy, *(step.strategy for step in config.schedule)]  # the run's, then its schedule's
-    strategies = {name: STRATEGIES.get(name) for name in names}
-    ORACLES.get(config.oracle.name)  # a wrong name is refused before the data set is read
+    if config.strategy != AUTO:
+        STRATEGIES.get(config.strategy)  # a wrong name is refused before the data set is read
+    ORACLES.get(config.oracle.name)
     factory = BACKENDS.get(config.backend.name)
     device = resolve_device(config.device)
     dataset = load_dataset(
@@ -117,6 +119,9 @@ def build_parts(config: RunConfig) -> Parts:
         ood=config.ood, ood_classes=config.ood_classes,
     )  # fmt: skip
     task = task_for(dataset)
+    schedule, final = run_schedule(config.strategy, config.schedule, len(dataset.classes))
+    names = [final, *(step.strategy for step in schedule)]  # the run's (or auto's), then its schedule's
+    strategies = {name: STRATEGIES.get(name) for name in names}
     check_oracle(config.oracle.name, OracleContext(dataset, None, dataset.classes, config.oracle.params, config.rounds))
     for name in names:
         check_task_support(task, name, config.backend.name, factory, config.oracle.name)
@@ -144,7 +149,7 @@ def build_parts(config: RunConfig) -> Parts:
     trust = None
     if task.name == "classification":
         trust = draw_trust_sets(dataset, config.trust_items, config.stop_items, round_generator(config.seed, 0, "stop set"))
-    return Parts(config, dataset, device, backend, strategies[config.strategy], task, targets, trust)
+    return Parts(config, dataset, device, backend, task, schedule, final, targets, trust)
 
 
 def default_run_dir(config: RunConfig, root: Path = Path("results")) -> Path:
