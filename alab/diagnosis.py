@@ -61,12 +61,12 @@ def class_entropy(labels: Sequence[Any]) -> float:
 
 
 def pick_columns(
-    decompose: Callable[[Tensor], dict[str, Tensor]], embed: Callable[[Tensor], Tensor], x_picked_B: Tensor, x_random_B: Tensor
+    uncertainty: Callable[[Tensor], dict[str, Tensor]], embed: Callable[[Tensor], Tensor], x_picked_B: Tensor, x_random_B: Tensor
 ) -> dict[str, float]:
-    """A selecting round's PICK_COLUMNS: the picks' mean epistemic and aleatoric uncertainty (`decompose`:
+    """A selecting round's PICK_COLUMNS: the picks' mean epistemic and aleatoric uncertainty (`uncertainty`:
     the task's, x -> {"epistemic": [B], "aleatoric": [B]}), and the mean pairwise cosine similarity of
     the picks' and of a random batch's embeddings."""
-    parts = decompose(x_picked_B)
+    parts = uncertainty(x_picked_B)
     return {
         "pick_epistemic": float(parts["epistemic"].mean()),
         "pick_aleatoric": float(parts["aleatoric"].mean()),
