@@ -1,5 +1,5 @@
 """`auto`, the recommended strategy: exactly its documented schedule (typiclust below 5 labels per
-class, then powerbald), named in each round's curve row, refused where it does not apply."""
+class, then batchbald), named in each round's curve row, refused where it does not apply."""
 
 from __future__ import annotations
 

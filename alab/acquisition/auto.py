@@ -4,9 +4,11 @@
     fewer than 5 per class        typiclust   at a few labels per class, typical items beat uncertain ones
                                               (Hacohen, Dekel & Weinshall 2022): a model fitted on so few
                                               labels has uncertainty not yet worth acting on
-    from then on                  powerbald   BALD's scores, the batch sampled in proportion to them
-                                              (Kirsch et al. 2023): top-k BALD's batches are redundant,
-                                              a stochastic batch is not, at top-k's cost
+    from then on                  batchbald   the batch's joint mutual information with the weights
+                                              (Kirsch et al. 2019): top-k BALD's batches are redundant,
+                                              and on the stress sets BatchBALD beat both top-k BALD and
+                                              PowerBALD, which fell to random's level on the noisy and
+                                              ambiguous pools (docs/auto.md)
 
 `auto` is a schedule, as a run's `[[schedule]]` tables are, so each round's curve row names the rule
 that chose it (`selected_by`). It is for classification: its first rule needs the number of classes.
@@ -20,7 +22,7 @@ from alab.errors import AlabError
 AUTO = "auto"
 COLD_PER_CLASS = 5
 COLD_STRATEGY = "typiclust"
-WARM_STRATEGY = "powerbald"
+WARM_STRATEGY = "batchbald"
 SUMMARY = f"the recommended schedule: {COLD_STRATEGY} below {COLD_PER_CLASS} labels per class, then {WARM_STRATEGY} (docs/auto.md)"
 
 
