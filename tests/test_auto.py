@@ -1,5 +1,5 @@
-"""`auto`, the recommended strategy: exactly its documented schedule (typiclust below 5 labels per
-class, then batchbald), named in each round's curve row, refused where it does not apply."""
+"""`auto`, the recommended strategy: exactly its documented rule (BatchBALD from the first round),
+named in each round's curve row, refused where it does not apply."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from alab.acquisition.auto import COLD_PER_CLASS, COLD_STRATEGY, WARM_STRATEGY
+from alab.acquisition.auto import RULE
 from alab.config import RunConfig, ScheduleStep, config_from_dict
 from alab.errors import AlabError
 from alab.loop import build_parts, start_run
@@ -24,13 +24,12 @@ def config(**kwargs) -> RunConfig:
     return config_from_dict({**SMALL, **kwargs})
 
 
-def test_auto_is_its_schedule_and_names_each_rounds_rule(tmp_path: Path) -> None:
+def test_auto_is_its_rule_and_names_it_each_round(tmp_path: Path) -> None:
     start_run(config(strategy="auto"), tmp_path / "auto", echo=lambda line: None)
-    spelled_out = config(strategy=WARM_STRATEGY, schedule=[{"until": COLD_PER_CLASS * 10, "strategy": COLD_STRATEGY}])
-    start_run(spelled_out, tmp_path / "schedule", echo=lambda line: None)
+    start_run(config(strategy=RULE), tmp_path / "rule", echo=lambda line: None)
     curve = pd.read_csv(tmp_path / "auto" / "curve.csv")
-    assert curve["selected_by"].tolist()[:4] == [COLD_STRATEGY] * 3 + [WARM_STRATEGY]  # 20, 30, 40 labels; then 50
-    assert (tmp_path / "auto" / "labels.csv").read_text() == (tmp_path / "schedule" / "labels.csv").read_text()
+    assert curve["selected_by"].tolist()[:4] == [RULE] * 4
+    assert (tmp_path / "auto" / "labels.csv").read_text() == (tmp_path / "rule" / "labels.csv").read_text()
     assert 'strategy = "auto"' in (tmp_path / "auto" / "config.toml").read_text()
 
 
@@ -50,7 +49,7 @@ def alab(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_alab_strategies_lists_auto_and_a_compare_takes_it(tmp_path: Path) -> None:
     listed = alab("strategies", cwd=tmp_path)
-    assert any(line.startswith("auto ") and COLD_STRATEGY in line and WARM_STRATEGY in line for line in listed.stdout.splitlines())
+    assert any(line.startswith("auto ") and RULE in line for line in listed.stdout.splitlines())
     recipe = tmp_path / "recipe.toml"
     recipe.write_text('dataset = "diabetes"\ninitial = 20\nquery_size = 10\n[compare]\nstrategies = ["auto", "random"]\n')
     refused = alab("compare", str(recipe), "--rounds", "1", "--out", str(tmp_path / "cmp"), cwd=tmp_path)
