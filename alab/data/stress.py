@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -119,31 +120,15 @@ def _mnist(request: DataRequest) -> Splits:
     return load_idx("mnist", resolve_data_dir("mnist", request.data_dir), request.input_scaling)
 
 
-@DATASETS.register("ambiguous-mnist", summary="MNIST plus 60,000 blends of two digits labelled from the blend (aleatoric); test unchanged")
-def _ambiguous_mnist(request: DataRequest) -> Splits:
-    return ambiguous(_mnist(request))
+def _register(name: str, load: Callable[[DataRequest], Splits], stress: Callable[[Splits], Splits], summary: str) -> None:
+    DATASETS.add(name, lambda request: stress(load(request)), summary)
 
 
-@DATASETS.register("noisy-mnist", summary="MNIST with 20% of the pool's labels flipped to another class at random; test clean")
-def _noisy_mnist(request: DataRequest) -> Splits:
-    return noisy(_mnist(request))
-
-
-@DATASETS.register("imbalanced-mnist", summary="MNIST with a long-tailed pool (ratio 100: 5,421 zeros, 54 nines); test balanced")
-def _imbalanced_mnist(request: DataRequest) -> Splits:
-    return imbalanced(_mnist(request), IMBALANCE["mnist"])
-
-
-@DATASETS.register("ambiguous-digits", summary="digits plus 1,198 blends of two digits labelled from the blend (embedded)")
-def _ambiguous_digits(request: DataRequest) -> Splits:
-    return ambiguous(_digits(request))
-
-
-@DATASETS.register("noisy-digits", summary="digits with 20% of the pool's labels flipped to another class at random (embedded)")
-def _noisy_digits(request: DataRequest) -> Splits:
-    return noisy(_digits(request))
-
-
-@DATASETS.register("imbalanced-digits", summary="digits with a long-tailed pool (ratio 10: 116 zeros, 11 nines) (embedded)")
-def _imbalanced_digits(request: DataRequest) -> Splits:
-    return imbalanced(_digits(request), IMBALANCE["digits"])
+_register("ambiguous-mnist", _mnist, ambiguous, "MNIST plus 60,000 blends of two digits labelled from the blend (aleatoric); test unchanged")
+_register("noisy-mnist", _mnist, noisy, "MNIST with 20% of the pool's labels flipped to another class at random; test clean")
+_register("imbalanced-mnist", _mnist, lambda splits: imbalanced(splits, IMBALANCE["mnist"]),
+          "MNIST with a long-tailed pool (ratio 100: 5,421 zeros, 54 nines); test balanced")  # fmt: skip
+_register("ambiguous-digits", _digits, ambiguous, "digits plus 1,198 blends of two digits labelled from the blend (embedded)")
+_register("noisy-digits", _digits, noisy, "digits with 20% of the pool's labels flipped to another class at random (embedded)")
+_register("imbalanced-digits", _digits, lambda splits: imbalanced(splits, IMBALANCE["digits"]),
+          "digits with a long-tailed pool (ratio 10: 116 zeros, 11 nines) (embedded)")  # fmt: skip
