@@ -96,7 +96,7 @@ class Parts:
     backend: Backend
     task: Task
     schedule: tuple[ScheduleStep, ...]  # the run's steps: its [[schedule]] tables, or auto's (`alab.acquisition.auto`)
-    final: str  # the strategy after the steps: the run's, or auto's second rule
+    final: str  # the strategy after the steps: the run's, or auto's rule
     targets: Tensor | None = None  # EPIG's target inputs when the run names them (None: drawn from the pool)
     trust: TrustSets | None = None  # classification: the test subset, stop set and OOD subset predicted each round
 
