@@ -73,7 +73,8 @@ def test_batchbald_from_a_recipe_asks_for_the_batch_batchbald_picks(tmp_path: Pa
     run_dir = tmp_path / "run"
     alab("run", "--config", str(recipe), "--out", str(run_dir))  # stops for the initial labels
     parts = build_parts(load_run_config(run_dir))
-    config, dataset, strategy = parts.config, parts.dataset, parts.strategy
+    config, dataset = parts.config, parts.dataset
+    _, strategy = parts.strategy_at(config.initial)
     initial = queried(run_dir, 0)
     answers = tmp_path / "answers.csv"
     answers.write_text("index,label\n" + "".join(f"{i},{dataset.classes[int(dataset.y_pool[i])]}\n" for i in initial))
