@@ -1,5 +1,5 @@
 """Stress sets: ambiguous blends labelled from their mixture, symmetric label noise, a long-tailed pool;
-each test set the original's, each set the same for every run; and a run on each through the CLI."""
+each test set the original's, each set the same for every run; and a run through the CLI."""
 
 from __future__ import annotations
 
@@ -90,10 +90,9 @@ def alab(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "alab", *args], capture_output=True, text=True, cwd=cwd, env=env)
 
 
-@pytest.mark.parametrize("name", ["ambiguous-digits", "noisy-digits", "imbalanced-digits"])
-def test_a_run_on_each_stress_set(tmp_path: Path, name: str) -> None:
+def test_a_run_on_a_stress_set_through_the_cli(tmp_path: Path) -> None:  # the loaders themselves: the tests above
     out = tmp_path / "run"
-    done = alab("run", "--dataset", name, "--strategy", "bald", "--rounds", "1", "--initial", "20",
+    done = alab("run", "--dataset", "noisy-digits", "--strategy", "bald", "--rounds", "1", "--initial", "20",
                 "--query-size", "10", "--samples", "4", "--out", str(out), cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
     curve = pd.read_csv(out / "curve.csv")
