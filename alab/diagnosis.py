@@ -75,13 +75,15 @@ def pick_columns(
     }
 
 
-def run_diagnosis(run_dir: Path) -> pd.DataFrame:
+def run_diagnosis(run_dir: Path, curve: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per selecting round r: the batch it picked (labelled in round r + 1) and the model that picked it.
 
-    Columns: round, n_labeled, class_entropy (NaN for regression), redundancy, epistemic_share, nll;
-    no rows without the pick columns (a run from before them).
+    `curve`: the run's curve.csv where the caller has read it already. Columns: round, n_labeled,
+    class_entropy (NaN for regression), redundancy, epistemic_share, nll; no rows without the pick
+    columns (a run from before them).
     """
-    curve = pd.read_csv(run_dir / "curve.csv") if (run_dir / "curve.csv").exists() else pd.DataFrame()
+    if curve is None:
+        curve = pd.read_csv(run_dir / "curve.csv") if (run_dir / "curve.csv").exists() else pd.DataFrame()
     if "pick_similarity" not in curve or curve["pick_similarity"].isna().all():
         return pd.DataFrame(columns=["round", "n_labeled", *MEASURES])
     classes = "accuracy" in curve  # a classification run: its labels are classes
@@ -106,7 +108,7 @@ def comparison_diagnosis(out: Path, curves: pd.DataFrame) -> pd.DataFrame:
     frames = []
     for cell, curve in curves.groupby("cell", sort=False):
         first: dict[str, Any] = curve.iloc[0].to_dict()
-        diagnosis = run_diagnosis(out / "cells" / str(cell))
+        diagnosis = run_diagnosis(out / "cells" / str(cell), curve)
         if len(diagnosis):
             frames.append(diagnosis.assign(**{k: first.get(k, "") for k in ("dataset", "backend", "strategy", "seed")}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -184,7 +184,7 @@ class Classification:
             reference_R = None  # nothing to compare with yet
         outside_bar = math.inf if reference_R is None else float(torch.quantile(reference_R, OUTSIDE_QUANTILE))
         columns["outside_bar"] = outside_bar
-        if test_K_T_C is not None and parts is not None:
+        if parts is not None:
             correct_T = predict_classes(test_K_T_C) == d.y_test[sets.test_T]
             detail["retention"] = {"items": len(sets.test_T), "fractions": list(RETENTION_FRACTIONS)}
             for u in UNCERTAINTIES:
@@ -300,15 +300,18 @@ class Regression:
         mu_K_N, s2_K_N = self.original_units(self._outputs(networks, self.dataset.x_test, chunk_size))
         return evaluate_regression(mu_K_N, s2_K_N, self.dataset.y_test), {}
 
-    def uncertainty(self, networks: SampledNetworks, x_B: Tensor, chunk_size: int) -> dict[str, Tensor]:
-        """Each item's predictive variance, total = aleatoric + epistemic: E_k[sigma_k^2] + Var_k[mu_k], units^2 [B]."""
+    def _moments(self, networks: SampledNetworks, x_B: Tensor, chunk_size: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Each item's predicted mean, aleatoric E_k[sigma_k^2] and epistemic Var_k[mu_k] variance, original units [B]."""
         mu_K_B, s2_K_B = self.original_units(self._outputs(networks, x_B, chunk_size))
-        aleatoric_B, epistemic_B = s2_K_B.mean(dim=0), mu_K_B.var(dim=0, correction=0)
+        return mu_K_B.mean(dim=0), s2_K_B.mean(dim=0), mu_K_B.var(dim=0, correction=0)
+
+    def uncertainty(self, networks: SampledNetworks, x_B: Tensor, chunk_size: int) -> dict[str, Tensor]:
+        """Each item's predictive variance, total = aleatoric + epistemic, units^2 [B]."""
+        _, aleatoric_B, epistemic_B = self._moments(networks, x_B, chunk_size)
         return {"total": aleatoric_B + epistemic_B, "aleatoric": aleatoric_B, "epistemic": epistemic_B}
 
     def views(self, networks: SampledNetworks, x_B: Tensor, chunk_size: int, outside_bar: float) -> list[dict[str, Any]]:
-        mu_K_B, s2_K_B = self.original_units(self._outputs(networks, x_B, chunk_size))
-        mean_B, aleatoric_B, epistemic_B = mu_K_B.mean(dim=0), s2_K_B.mean(dim=0), mu_K_B.var(dim=0, correction=0)
+        mean_B, aleatoric_B, epistemic_B = self._moments(networks, x_B, chunk_size)
         return [
             {"mean": float(m), "epistemic_sd": math.sqrt(float(e)), "aleatoric_sd": math.sqrt(float(a))}
             for m, e, a in zip(mean_B, epistemic_B, aleatoric_B)
