@@ -62,7 +62,7 @@ def main_options(debug: Annotated[bool, typer.Option("--debug", help="Show trace
 @app.command()
 @user_errors
 def run(
-    strategy: Annotated[str | None, typer.Option(help="Acquisition strategy (see `alab strategies`).")] = None,
+    strategy: Annotated[str | None, typer.Option(help="Acquisition strategy (see `alab strategies`; default auto, the recommended one).")] = None,
     backend: Annotated[str | None, typer.Option(help="Bayesian backend (see `alab backends`).")] = None,
     dataset: Annotated[str | None, typer.Option(help="Data set (see `alab datasets`).")] = None,
     data_dir: Annotated[str | None, typer.Option(help="Folder holding the data set's files.")] = None,
@@ -71,7 +71,7 @@ def run(
     rounds: Annotated[int | None, typer.Option(help="Acquisition rounds.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed: same seed and config, same curve (on CPU).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
-    oracle: Annotated[str | None, typer.Option(help="Who labels: simulated, web, terminal or files (see `alab oracles`).")] = None,
+    oracle: Annotated[str | None, typer.Option(help="Who labels: simulated, web, terminal, files or labelstudio (see `alab oracles`).")] = None,
     classes: Annotated[str | None, typer.Option(help="Class names a,b,c for a data set without its own (folder:PATH).")] = None,
     target: Annotated[str | None, typer.Option(help="Column to predict of a table (csv:PATH): a regression run.")] = None,
     samples: Annotated[int | None, typer.Option(help="K posterior samples for scoring and evaluation.")] = None,

@@ -406,20 +406,20 @@ def validate(comparison: Comparison) -> None:
     """
     from alab.backends import BACKENDS
     from alab.loop import build_parts
-    from alab.acquisition.auto import strategy_names
+    from alab.acquisition.auto import AUTO, strategy_names
     from alab.acquisition.strategies import STRATEGIES
     from alab.tasks import check_task_support
 
-    names = [name for strategy in comparison.table.strategies for name in strategy_names(strategy)]
-    for name in names:
-        STRATEGIES.get(name)
+    for strategy in comparison.table.strategies:
+        if strategy != AUTO:
+            STRATEGIES.get(strategy)  # a wrong name is refused before any data set is read
     checked: set[tuple[str, str]] = set()
     tasks: dict[str, str] = {}  # data set -> its task
     for cell in comparison.cells():
         key = (cell.config.dataset, cell.config.backend.name)
         if key not in checked:
             task = build_parts(cell.config).task
-            for name in names:
+            for name in (name for strategy in comparison.table.strategies for name in strategy_names(strategy, task.name)):
                 check_task_support(task, name, cell.config.backend.name, BACKENDS.get(cell.config.backend.name), cell.config.oracle.name)
             tasks[cell.config.dataset] = task.name
             checked.add(key)

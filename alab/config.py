@@ -112,7 +112,7 @@ EPIG_TARGET_INPUTS = ("pool", "validation", "test")  # or the path of a .npy fil
 class RunConfig:
     """One active learning run: what to label, how, for how long."""
 
-    strategy: str = "bald"
+    strategy: str = "auto"  # the recommended strategy (alab.acquisition.auto): BatchBALD, or epistemic variance for regression
     dataset: str = "digits"
     data_dir: str | None = None  # default: $ALAB_DATA/<dataset>, else datasets/<dataset>
     initial: int = 20  # balanced across classes when the data set's labels allow
