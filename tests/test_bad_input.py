@@ -211,7 +211,7 @@ def test_a_query_larger_than_what_is_left(here: Path) -> None:
         (["--strategy", "bladd"], r"unknown strategy 'bladd'; choose one of: badge, bald, "),
         (["--backend", "gp"], r"unknown backend 'gp'; choose one of: ensemble, hmc, laplace, mc_dropout, sgmcmc, swag, vi"),
         (["--dataset", "cifar"], r"unknown dataset 'cifar'; choose one of: "),
-        (["--oracle", "crowd"], r"unknown oracle 'crowd'; choose one of: files, simulated, terminal, web"),
+        (["--oracle", "crowd"], r"unknown oracle 'crowd'; choose one of: files, labelstudio, simulated, terminal, web"),
         (["--device", "tpu"], r"device must be auto, cpu or cuda, got 'tpu'"),
     ],
     ids=["strategy", "backend", "data set", "oracle", "device"],

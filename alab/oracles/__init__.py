@@ -1,6 +1,6 @@
 """Oracle adapters, registered by name in `ORACLES`."""
 
-from alab.oracles import files, simulated, terminal, web  # noqa: F401  (importing registers them)
+from alab.oracles import files, labelstudio, simulated, terminal, web  # noqa: F401  (importing registers them)
 from alab.oracles.base import (
     NONE_OF_THESE, ORACLES, UNDO, Label, LabelingPaused, Oracle, OracleContext, Query, check_oracle,
 )  # fmt: skip

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import queue
 import secrets
-import socket
 import threading
 import webbrowser
 from collections.abc import Sequence
@@ -30,8 +29,7 @@ from alab.config import from_mapping
 from alab.errors import AlabError
 from alab.oracles.base import NONE_OF_THESE, UNDO, Label, OracleContext, Query, register_oracle
 from alab.oracles.render import display_image, feature_rows, png_bytes, top_classes
-
-STARTUP_SECONDS = 10.0
+from alab.oracles.serving import serve
 
 
 @dataclass(frozen=True)
@@ -199,29 +197,8 @@ class WebOracle:
     # ------------------------------------------------------------------ the server
 
     def _serve(self) -> tuple[Any, threading.Thread, str]:
-        import uvicorn
-
-        sock = socket.socket(socket.AF_INET6 if ":" in self.options.host else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.options.host, self.options.port))
-        except OSError as err:
-            sock.close()
-            raise AlabError(f"cannot serve the labeling page on {self.options.host}:{self.options.port}: {err.strerror}") from None
-        port = sock.getsockname()[1]
-        config = uvicorn.Config(build_app(self), log_level="warning", access_log=False, lifespan="off")
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="alab-web", daemon=True)
-        thread.start()
-        started = threading.Event()
-        for _ in range(int(STARTUP_SECONDS / 0.05)):
-            if server.started or not thread.is_alive():
-                break
-            started.wait(0.05)
-        if not server.started:
-            raise AlabError("the labeling page's server did not start")
-        host = f"[{self.options.host}]" if ":" in self.options.host else self.options.host
-        url = f"http://{host}:{port}/?token={self.token}"
+        server, thread, address = serve(build_app(self), self.options.host, self.options.port, "the labeling page")
+        url = f"{address}/?token={self.token}"
         self.context.echo(f"label in your browser: {url}")
         if self.options.open_browser:
             webbrowser.open(url)
