@@ -183,9 +183,9 @@ def comparison_trust_markdown(out: Path, curves: pd.DataFrame) -> list[str]:
         stopped = group[group["stop_labels"].notna()]
         rows.append([
             *key, rule, f"{group['threshold'].iloc[0]:g}", f"{len(stopped)}/{len(group)}",
-            float(stopped["stop_labels"].astype(float).mean()) if len(stopped) else math.nan,
+            round(float(stopped["stop_labels"].astype(float).mean())) if len(stopped) else math.nan,  # labels: a whole number
             float(stopped["given_up"].mean()) if len(stopped) else math.nan,
-            float(stopped["labels_saved"].mean()) if len(stopped) else math.nan,
+            round(float(stopped["labels_saved"].mean())) if len(stopped) else math.nan,
         ])  # fmt: skip
     lines += ["## When it could have stopped", "",
               "Each stopping rule at its default threshold (alab.metrics.stopping), read along each cell's curve; means over "
