@@ -31,7 +31,7 @@ from alab.errors import AlabError
 from alab.oracles.labelstudio import Interface, label_config, make_labelstudio, parse_interface
 from labeling_helpers import REPO
 
-pytest.importorskip("label_studio_sdk", reason="the Label Studio SDK is not installed: pip install 'alab[labelstudio]'")
+pytest.importorskip("label_studio_sdk", reason="the Label Studio SDK is not installed: pip install -e '.[labelstudio]'")
 from label_studio_sdk import LabelStudio  # noqa: E402
 
 EXECUTABLE = os.environ.get("ALAB_LABEL_STUDIO") or shutil.which("label-studio")

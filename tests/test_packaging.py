@@ -15,8 +15,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
-# Imported only behind a one-line hint, for the features their extra names.
-OPTIONAL_IMPORTS = {"ray": "ray"}
+# Imported only behind a one-line hint, for the features their extra names: module -> distribution.
+OPTIONAL_IMPORTS = {"ray": "ray", "label_studio_sdk": "label-studio-sdk", "httpx": "httpx"}
 
 
 def _distribution(requirement: str) -> str:

@@ -2,7 +2,7 @@
 
 `alab run --oracle labelstudio` (settings in an `[oracle]` table, the access token in the
 environment variable `LABEL_STUDIO_API_KEY`, never in config.toml) connects to a running Label
-Studio through its official SDK (`label-studio-sdk`, `pip install 'alab[labelstudio]'`):
+Studio through its official SDK (`label-studio-sdk`, `pip install -e '.[labelstudio]'`):
 
 - it creates a project for the run (or connects to `project = ID`, whose labeling interface must
   have a Choices control with every class as a choice), and registers on it a webhook and an ML
@@ -454,7 +454,7 @@ def connect(options: LabelStudioOptions) -> Any:
     try:
         from label_studio_sdk import LabelStudio
     except ImportError:
-        raise AlabError("--oracle labelstudio needs the Label Studio SDK: pip install 'alab[labelstudio]'") from None
+        raise AlabError("--oracle labelstudio needs the Label Studio SDK: pip install label-studio-sdk (or pip install -e '.[labelstudio]' in the alab clone)") from None
     api_key = os.environ.get(options.api_key_env, "")
     if not api_key:
         raise AlabError(f"set {options.api_key_env} to your Label Studio access token (Account & Settings > Access Token)")
