@@ -298,3 +298,20 @@ def test_a_project_interface_must_offer_every_class() -> None:
         parse_interface('<View><Header name="t" value="hi"/><Choices name="c" toName="t"><Choice value="cat"/></Choices></View>', ("cat",))
     with pytest.raises(AlabError, match="not valid XML"):
         parse_interface("<View>", ("cat",))
+
+
+def test_text_items_become_text_tasks_that_show_the_text(server, tmp_path: Path, monkeypatch) -> None:
+    url, token = server
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", token)
+    tickets = load_dataset(f"csv:{REPO / 'tests' / 'data' / 'tickets.csv'}", text="message", target="topic")
+    context = OracleContext(tickets, tmp_path, tickets.classes, {"url": url, "poll_seconds": 600.0}, 1, lambda line: None)
+    oracle = make_labelstudio(context)
+    try:
+        oracle.request([Query(i, None, round=0, text=tickets.text_pool[i]) for i in (2, 7)])
+        client = LabelStudio(base_url=url, api_key=token)
+        config = client.projects.get(id=oracle.project).label_config
+        assert "<Text " in config and "<Image" not in config
+        shown = {t.data["index"]: t.data[parse_interface(config, tickets.classes).data_key] for t in round_tasks(client, oracle.project, 0)}
+        assert shown == {2: tickets.text_pool[2], 7: tickets.text_pool[7]}  # what the annotator reads is the text itself
+    finally:
+        oracle.close()
