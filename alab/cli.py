@@ -73,7 +73,9 @@ def run(
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     oracle: Annotated[str | None, typer.Option(help="Who labels: simulated, web, terminal, files or labelstudio (see `alab oracles`).")] = None,
     classes: Annotated[str | None, typer.Option(help="Class names a,b,c for a data set without its own (folder:PATH).")] = None,
-    target: Annotated[str | None, typer.Option(help="Column to predict of a table (csv:PATH): a regression run.")] = None,
+    target: Annotated[str | None, typer.Option(help="Column to predict of a table (csv:PATH): a regression run; with --text, the class labels.")] = None,
+    text: Annotated[str | None, typer.Option(help="Column of texts of a table (csv:PATH): a text classification run on TF-IDF features.")] = None,
+    features: Annotated[str | None, typer.Option(help="Your own features for the model: PATH.npy or PATH.parquet, one row per item in the data set's order.")] = None,
     samples: Annotated[int | None, typer.Option(help="K posterior samples for scoring and evaluation.")] = None,
     pool_subsample: Annotated[int | None, typer.Option(help="Score a random subset of this many pool items per round (0: all).")] = None,
     stop: Annotated[str | None, typer.Option(help="End the run when a stopping rule is met: RULE[:threshold], rules kappa, overall_uncertainty, max_uncertainty, accuracy_change.")] = None,
@@ -88,7 +90,7 @@ def run(
         strategy=strategy, backend=backend, dataset=dataset, data_dir=data_dir, initial=initial,
         query_size=query_size, rounds=rounds, seed=seed, device=device, oracle=oracle, samples=samples,
         pool_subsample=pool_subsample, classes=None if classes is None else classes.split(","), target=target,
-        stop=stop,
+        text=text, features=features, stop=stop,
     )  # fmt: skip
     run_config = load_config(config, overrides)
     _report_end(start_run(run_config, out, echo=echo_to_stderr))

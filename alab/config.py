@@ -131,7 +131,9 @@ class RunConfig:
     evaluation: str = "mc"  # test metrics from the K-sample predictive (mc) | the deterministic network (dropout off)
     backend: BackendConfig = field(default_factory=BackendConfig)
     classes: list[str] | None = None  # class names of a data set without its own (folder:PATH)
-    target: str | None = None  # the column to predict of a user's table (csv:PATH): a regression run
+    target: str | None = None  # the column to predict of a user's table (csv:PATH): a regression run; with text, the class labels
+    text: str | None = None  # the text column of a user's table (csv:PATH): a text classification run (alab.data.text)
+    features: str | None = None  # PATH.npy or PATH.parquet: the model reads these, one row per item in the data set's order
     target_classes: list[int] | None = None  # the test and validation sets keep only these classes (a shifted target); the pool keeps all
     epig_targets: int = 100  # EPIG: M target inputs drawn each round from ...
     epig_target_inputs: str = "pool"  # ... the pool | validation | test (their inputs, never their labels) | PATH.npy

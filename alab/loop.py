@@ -116,7 +116,7 @@ def build_parts(config: RunConfig) -> Parts:
     dataset = load_dataset(
         config.dataset, data_dir=config.data_dir, seed=config.seed, validation=config.validation, classes=config.classes,
         target=config.target, pool_size=config.pool_size, input_scaling=config.input_scaling, target_classes=config.target_classes,
-        ood=config.ood, ood_classes=config.ood_classes,
+        ood=config.ood, ood_classes=config.ood_classes, text=config.text, features=config.features,
     )  # fmt: skip
     task = task_for(dataset)
     schedule, final = run_schedule(config.strategy, config.schedule, len(dataset.classes))
@@ -427,13 +427,21 @@ def initial_queries(parts: Parts) -> list[Query]:
     """The initial set (round 0), drawn by the seed: balanced by the data set's labels where it has them."""
     dataset, seed = parts.dataset, parts.config.seed
     initial = parts.task.initial(parts.config.initial, round_generator(seed, 0, "initial"))
-    return [Query(int(i), dataset.x_pool[int(i)], round=0) for i in initial]
+    return [pool_query(dataset, int(i), {}, 0) for i in initial]
 
 
 def round_queries(parts: Parts, checkpoint: dict[str, Any]) -> list[Query]:
     """The queries selected after the checkpoint's round r: their labels make round r + 1."""
-    r, x_pool = checkpoint["round"], parts.dataset.x_pool
-    return [Query(q["index"], x_pool[q["index"]], q["view"], round=r + 1) for q in checkpoint["queries"]]
+    r = checkpoint["round"]
+    return [pool_query(parts.dataset, q["index"], q["view"], r + 1) for q in checkpoint["queries"]]
+
+
+def pool_query(dataset: Dataset, index: int, view: dict[str, Any], round_: int) -> Query:
+    """The query of pool item `index`: what a person sees of it (its text, else its shown input), the model's view."""
+    if dataset.text_pool is not None:
+        return Query(index, None, view, round=round_, text=dataset.text_pool[index])
+    shown = dataset.x_shown_pool if dataset.x_shown_pool is not None else dataset.x_pool
+    return Query(index, shown[index], view, round=round_)
 
 
 def open_round(run_dir: Path) -> tuple[Parts, int, list[Query]]:

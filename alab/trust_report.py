@@ -105,7 +105,8 @@ def plot_trust(curve: pd.DataFrame, rounds: list[dict[str, Any]], out_png: Path,
     ax_aurc.set(xlabel="labels", ylabel="AURC (lower is better)", title=f"AURC by round: {title}")
     for ax in (ax_ret, ax_rel, ax_aurc):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        if ax.get_legend_handles_labels()[0]:  # a run without a test set plots no curve
+            ax.legend(fontsize="small")
     save_figure(fig, {out_png: "png"})
 
 

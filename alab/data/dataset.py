@@ -12,6 +12,7 @@ A family of data sets named by an argument (`csv:PATH`) registers under its pref
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,9 @@ class Dataset:
     target_mean: float = 0.0  # regression: the pool's target mean and std; models train on
     target_std: float = 1.0  # (y - target_mean) / target_std, metrics are in the original units
     x_ood: torch.Tensor | None = None  # [N_ood, *input_shape]: inputs from outside the classes (`ood`), None without
+    text_pool: tuple[str, ...] | None = None  # what a person reads of each pool item (text data sets), None without
+    feature_names: tuple[str, ...] | None = None  # the names of the shown features of a table's items; None: x0, x1, ...
+    x_shown_pool: torch.Tensor | None = None  # [N_pool, ...] what a person sees when the model reads other features (--features)
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,6 +61,11 @@ class Splits:
     checksum: str
     task: str = "classification"  # "regression": y float32 targets, classes ()
     input_scaling: str = "default"  # the scaling the loader applied, when it offers a choice (IDX images)
+    text_train: tuple[str, ...] | None = None  # text data sets: each training item's text, what a person reads
+    feature_names: tuple[str, ...] | None = None  # a table's column names, one per feature (of x_shown_train where set)
+    rows_train: np.ndarray | None = None  # [N_train] each training item's row in the data set's own order (--features
+    rows_test: np.ndarray | None = None  # [N_test] FILE has one row per item in that order); None: train, then test
+    x_shown_train: torch.Tensor | None = None  # [N_train, ...] the inputs a person sees once --features replaced x_train
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,7 @@ class DataRequest:
     data_dir: Path | None
     classes: tuple[str, ...] | None = None  # class names given by the user (data sets without their own)
     target: str | None = None  # the target column of a user's table (csv:PATH --target COL)
+    text: str | None = None  # the text column of a user's table (csv:PATH --text COL): a text classification set
     input_scaling: str = "default"  # "standardize" or "unit" for the loaders that offer both (IDX images)
 
     def directory(self) -> Path:
@@ -101,6 +111,8 @@ def load_dataset(
     target_classes: tuple[int, ...] | list[int] | None = None,
     ood: str = "none",
     ood_classes: tuple[int, ...] | list[int] | None = None,
+    text: str | None = None,
+    features: str | Path | None = None,
 ) -> Dataset:
     """Load data set `name`; `validation` items drawn from its training split by `seed`, the rest is the pool.
 
@@ -118,6 +130,9 @@ def load_dataset(
     the pool, test and validation sets (the other classes are renumbered 0..C'-1 in their order) and
     keeps their test inputs as the set; "noise" is uniform noise within the test inputs' range per
     feature, as many items as the test set, drawn by a fixed seed (the same for every run).
+    `text` names the text column of `csv:PATH` (a text classification set, TF-IDF features).
+    `features` (PATH.npy or PATH.parquet, one row per item in the data set's order: `Splits.rows_train`)
+    replaces the inputs the model reads; what a person sees stays the item itself (`Dataset.x_shown_pool`).
     """
     if seed < 0:
         raise AlabError(f"seed must be a non-negative integer, got {seed}")
@@ -129,9 +144,14 @@ def load_dataset(
         data_dir=None if data_dir is None else Path(data_dir),
         classes=None if classes is None else tuple(classes),
         target=target,
+        text=text,
         input_scaling=input_scaling,
     )
+    if text is not None and key != "csv:":
+        raise AlabError(f"--text names the text column of a table (csv:PATH --text COL); {name} is not one, leave it out")
     splits = DATASETS.get(key)(request)
+    if features is not None:
+        splits = with_features(splits, Path(features).expanduser(), name)
     if input_scaling != "default" and splits.input_scaling != input_scaling:
         raise AlabError(f"input_scaling = {input_scaling!r} is not offered by {name} (only by the IDX image sets and those made from them: mnist, fashion-mnist, repeated-mnist, ambiguous-, noisy- and imbalanced-mnist); remove it")
     if classes is not None and tuple(classes) != splits.classes:
@@ -144,23 +164,25 @@ def load_dataset(
             "(the size of its training split)"
         )
     x_val = y_val = None
-    x_pool, y_pool = splits.x_train, splits.y_train
+    pool_P: torch.Tensor | None = None  # the pool's rows of the training split; None: all of it, in order
     if validation:
         pool_idx, val_idx = carve_validation(n_train, validation, seed)
-        pool_I, val_V = torch.from_numpy(pool_idx), torch.from_numpy(val_idx)
-        x_pool, y_pool = splits.x_train[pool_I], splits.y_train[pool_I]
+        pool_P, val_V = torch.from_numpy(pool_idx), torch.from_numpy(val_idx)
         x_val, y_val = splits.x_train[val_V], splits.y_train[val_V]
     if pool_size:
-        if pool_size > len(y_pool):
-            raise AlabError(f"pool_size = {pool_size} is more than the {len(y_pool)} items left for the pool of {name}; lower it (0: all)")
-        pool_P = torch.from_numpy(subsample_pool(len(y_pool), pool_size, seed))
-        x_pool, y_pool = x_pool[pool_P], y_pool[pool_P]
+        n_left = n_train - validation
+        if pool_size > n_left:
+            raise AlabError(f"pool_size = {pool_size} is more than the {n_left} items left for the pool of {name}; lower it (0: all)")
+        subset = torch.from_numpy(subsample_pool(n_left, pool_size, seed))
+        pool_P = subset if pool_P is None else pool_P[subset]
+    x_pool, y_pool = (splits.x_train, splits.y_train) if pool_P is None else (splits.x_train[pool_P], splits.y_train[pool_P])
     x_test, y_test = splits.x_test, splits.y_test
     classes, x_ood = splits.classes, None
     if ood == "held_out":
-        x_pool, y_pool, x_test, y_test, x_val, y_val, classes, x_ood = _hold_out(
+        x_pool, y_pool, x_test, y_test, x_val, y_val, classes, x_ood, kept_pool = _hold_out(
             name, splits, ood_classes, x_pool, y_pool, x_test, y_test, x_val, y_val
         )
+        pool_P = torch.flatnonzero(kept_pool) if pool_P is None else pool_P[kept_pool]
     elif ood == "noise":
         low, high = x_test.amin(dim=0), x_test.amax(dim=0)
         uniform = torch.rand(x_test.shape, generator=torch.Generator().manual_seed(0))
@@ -195,11 +217,80 @@ def load_dataset(
         target_mean=target_mean,
         target_std=target_std,
         x_ood=x_ood,
+        text_pool=None if splits.text_train is None else _take(splits.text_train, pool_P),
+        feature_names=splits.feature_names,
+        x_shown_pool=_shown_pool(splits, pool_P),
+    )
+
+
+def _take(texts: tuple[str, ...], pool_P: torch.Tensor | None) -> tuple[str, ...]:
+    return texts if pool_P is None else tuple(texts[int(i)] for i in pool_P)
+
+
+def _shown_pool(splits: Splits, pool_P: torch.Tensor | None) -> torch.Tensor | None:
+    shown = splits.x_shown_train
+    return shown if shown is None or pool_P is None else shown[pool_P]
+
+
+def read_features(path: Path) -> np.ndarray:
+    """[N, D] float64 features of a `.npy` file (2-D) or a Parquet table (its numeric columns); AlabError otherwise."""
+    if not path.is_file():
+        raise AlabError(f"--features {path}: no such file; give a .npy array or a .parquet table, one row per item")
+    if path.suffix == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as err:
+            raise AlabError(f"cannot read {path} as a .npy array: {err}") from None
+    elif path.suffix == ".parquet":
+        import pandas as pd
+
+        try:
+            table = pd.read_parquet(path)
+        except ImportError:
+            raise AlabError("reading Parquet needs pyarrow: pip install pyarrow (or pip install -e '.[parquet]' in the alab clone), or save the features as .npy") from None
+        except (ValueError, OSError) as err:
+            raise AlabError(f"cannot read {path} as Parquet: {err}") from None
+        text_columns = [str(c) for c in table.columns if not pd.api.types.is_numeric_dtype(table[c]) or pd.api.types.is_bool_dtype(table[c])]
+        if text_columns:
+            raise AlabError(f"{path}: column {text_columns[0]!r} is not numeric; a features table holds numbers only")
+        array = table.to_numpy(dtype=np.float64)
+    else:
+        raise AlabError(f"--features {path}: give a .npy array or a .parquet table (one row per item), not {path.suffix or 'a file without a suffix'}")
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number) or array.shape[1] == 0:
+        raise AlabError(f"{path} must hold a 2-D array of numbers, one row per item; it has shape {array.shape} and dtype {array.dtype}")
+    bad = np.argwhere(~np.isfinite(array.astype(np.float64)))
+    if bad.size:
+        row, column = (int(v) for v in bad[0])
+        raise AlabError(f"{path}: row {row} column {column} is {array[row, column]} (NaN or infinite); every feature must be a finite number")
+    return array.astype(np.float64)
+
+
+def with_features(splits: Splits, path: Path, name: str) -> Splits:
+    """`splits` whose inputs are the rows of the features file; the items themselves are kept for the person."""
+    import dataclasses
+
+    features_N_D = read_features(path)
+    n_train, n_test = len(splits.y_train), len(splits.y_test)
+    if features_N_D.shape[0] != n_train + n_test:
+        raise AlabError(
+            f"{path} has {features_N_D.shape[0]} rows but {name} has {n_train + n_test} items ({n_train} training, {n_test} test); "
+            "give one row per item, in the data set's order"
+        )
+    rows_train = np.arange(n_train) if splits.rows_train is None else splits.rows_train
+    rows_test = np.arange(n_train, n_train + n_test) if splits.rows_test is None else splits.rows_test
+    as_tensor = lambda rows: torch.from_numpy(np.ascontiguousarray(features_N_D[rows], dtype=np.float32))  # noqa: E731
+    shown = None if splits.text_train is not None else splits.x_train if splits.x_shown_train is None else splits.x_shown_train
+    checksum = hashlib.sha256(splits.checksum.encode() + b"\0features=" + path.read_bytes()).hexdigest()
+    return dataclasses.replace(
+        splits, x_train=as_tensor(rows_train), x_test=as_tensor(rows_test), x_shown_train=shown, checksum=checksum
     )
 
 
 def _hold_out(name: str, splits: Splits, ood_classes: tuple[int, ...] | list[int] | None, *sets: torch.Tensor | None) -> tuple:
-    """Remove `ood_classes` from the pool, test and validation sets; renumber the rest; their test inputs are the OOD set."""
+    """Remove `ood_classes` from the pool, test and validation sets; renumber the rest; their test inputs are the OOD set.
+
+    Returns the sets, the kept classes' names, the OOD inputs and the mask of the pool items kept.
+    """
     x_pool, y_pool, x_test, y_test, x_val, y_val = sets
     C = len(splits.classes)
     held = sorted(set(ood_classes or ()))
@@ -217,7 +308,8 @@ def _hold_out(name: str, splits: Splits, ood_classes: tuple[int, ...] | list[int
         return x[mask], renumber_C[y[mask]]
 
     x_ood = x_test[torch.isin(y_test, held_C)]
-    return (*keep(x_pool, y_pool), *keep(x_test, y_test), *keep(x_val, y_val), tuple(splits.classes[c] for c in kept), x_ood)
+    kept_pool = ~torch.isin(y_pool, held_C)
+    return (*keep(x_pool, y_pool), *keep(x_test, y_test), *keep(x_val, y_val), tuple(splits.classes[c] for c in kept), x_ood, kept_pool)
 
 
 def splits_from_numpy(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import numpy as np
@@ -30,6 +31,5 @@ def _digits(request: DataRequest) -> Splits:
     ).hexdigest()
     train, test = stratified_split(y_N, TEST_FRACTION, default_rng(TEST_SPLIT_SEED))
     x_N_D = x_N_D / 16.0
-    return splits_from_numpy(
-        x_N_D[train], y_N[train], x_N_D[test], y_N[test], tuple(str(d) for d in range(10)), checksum
-    )
+    splits = splits_from_numpy(x_N_D[train], y_N[train], x_N_D[test], y_N[test], tuple(str(d) for d in range(10)), checksum)
+    return dataclasses.replace(splits, rows_train=train, rows_test=test)  # --features rows follow load_digits' order

@@ -8,6 +8,7 @@ Each data set's test split is fixed (never drawn by the run's seed), so a compar
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -113,20 +114,25 @@ def _diabetes(request: DataRequest) -> Splits:
 
 @DATASETS.register(
     "csv:",
-    summary="your own table: csv:PATH --target COL (regression on the other, numeric, columns; a third held out)",
+    summary="your own table: csv:PATH --target COL (regression on the other, numeric, columns; a third held out), "
+    "or csv:PATH --text COL [--target COL | --classes a,b] (text classification, alab.data.text)",
 )
 def _csv(request: DataRequest) -> Splits:
     import pandas as pd
 
+    from alab.data.text import text_splits
+
     path = Path(request.arg or "").expanduser()
     if not request.arg or not path.is_file():
         raise AlabError(f"{request.name}: no such file; give csv:PATH of a table with a header row")
-    if request.target is None:
-        raise AlabError(f"{request.name} needs --target COL, the column to predict")
+    if request.target is None and request.text is None:
+        raise AlabError(f"{request.name} needs --target COL, the column to predict (or --text COL, a column of texts to classify)")
     try:
-        table = pd.read_csv(path)
+        table = pd.read_csv(path, keep_default_na=request.text is None)  # texts: only an empty cell is missing, not "NA"
     except (ValueError, OSError, UnicodeDecodeError) as err:
         raise AlabError(f"cannot read {path} as CSV: {err}") from None
+    if request.text is not None:
+        return text_splits(path, table, request)
     if request.target not in table.columns:
         raise AlabError(f"{path} has no column {request.target!r}; columns: {', '.join(map(str, table.columns))}")
     features = table.drop(columns=[request.target])
@@ -144,4 +150,7 @@ def _csv(request: DataRequest) -> Splits:
     y_N = table[request.target].to_numpy(dtype=np.float64)
     train, test = random_split(len(y_N))
     checksum = hashlib.sha256(path.read_bytes() + b"\0target=" + request.target.encode()).hexdigest()
-    return regression_splits(x_N_D[train], y_N[train], x_N_D[test], y_N[test], checksum)
+    splits = regression_splits(x_N_D[train], y_N[train], x_N_D[test], y_N[test], checksum)
+    shown = torch.from_numpy(np.ascontiguousarray(x_N_D[train], dtype=np.float32))  # a person reads the table's own values
+    names = tuple(map(str, features.columns))
+    return dataclasses.replace(splits, feature_names=names, rows_train=train, rows_test=test, x_shown_train=shown)

@@ -41,6 +41,7 @@ class Query:
     payload: Tensor | None = None
     view: dict[str, Any] = field(default_factory=dict)  # e.g. {"probs": [...], "score": 0.4}
     round: int = 0  # the journal round its label will carry (0: the initial set)
+    text: str | None = None  # what a person reads, for text items (payload None: the features are not for people)
 
 
 @dataclass(frozen=True)

@@ -58,9 +58,14 @@ class FilesOracle:
                 row["file"] = f"item-{query.index}.png"
                 storage.atomic_write_bytes(self.folder / str(row["file"]), png)
                 task["data"] = {"index": query.index, "image": "data:image/png;base64," + base64.b64encode(png).decode()}
+            elif query.text is not None:
+                row["text"] = query.text
+                task["data"] = {"index": query.index, "text": query.text}
             elif query.payload is not None:
-                row.update(feature_rows(query.payload, limit=10_000))
-                task["data"] = {"index": query.index, **dict(feature_rows(query.payload))}
+                names = ctx.dataset.feature_names
+                row.update(feature_rows(query.payload, limit=10_000, names=names))
+                shown = feature_rows(query.payload, names=names)
+                task["data"] = {"index": query.index, "text": ", ".join(f"{n} = {v}" for n, v in shown), **dict(shown)}
             if guess:
                 choice = {"choices": [guess[0][0]]}
                 result = [{"from_name": FROM_NAME, "to_name": TO_NAME, "type": "choices", "value": choice}]
@@ -73,7 +78,8 @@ class FilesOracle:
         writer.writerows(rows)
         storage.atomic_write_text(self.folder / "queries.csv", text.getvalue())
         storage.atomic_write_text(self.folder / "tasks.json", json.dumps(tasks, indent=1) + "\n")
-        storage.atomic_write_text(self.folder / "label_config.xml", label_config(ctx.classes))
+        kind = "image" if "image" in tasks[0]["data"] else "text"  # type: ignore[operator]
+        storage.atomic_write_text(self.folder / "label_config.xml", label_config(ctx.classes, kind))
         self.count = len(items)
 
     def collect(self, *, timeout: float | None = None) -> list[Label]:
@@ -96,11 +102,12 @@ def make_files(context: OracleContext) -> FilesOracle:
     return FilesOracle(context)
 
 
-def label_config(classes: Sequence[str]) -> str:
-    """A Label Studio labeling interface: the image, one choice per class."""
+def label_config(classes: Sequence[str], kind: str = "image") -> str:
+    """A Label Studio labeling interface: the item (`kind` "image": $image, "text": $text), one choice per class."""
     choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in classes)
+    item = f'<Image name="{TO_NAME}" value="$image"/>' if kind == "image" else f'<Text name="{TO_NAME}" value="$text"/>'
     return (
-        f'<View>\n  <Image name="{TO_NAME}" value="$image"/>\n'
+        f'<View>\n  {item}\n'
         f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="single" showInLine="true">\n{choices}\n  </Choices>\n</View>\n'
     )
 

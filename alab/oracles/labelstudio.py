@@ -152,7 +152,9 @@ class LabelStudioOracle:
 
     def _project(self) -> tuple[int, Interface]:
         dataset = self.context.dataset
-        kind = "image" if display_image(dataset.name, dataset.x_pool[0]) is not None else "text"  # a table: its features as text
+        shown = dataset.x_shown_pool if dataset.x_shown_pool is not None else dataset.x_pool
+        image = dataset.text_pool is None and display_image(dataset.name, shown[0]) is not None
+        kind = "image" if image else "text"  # a table: its features as text
         project_id = self.options.project or self.state.get("project", 0)
         if not project_id:
             title = f"alab {self.run_id}"[:50]
@@ -208,8 +210,11 @@ class LabelStudioOracle:
         image = display_image(self.context.dataset.name, query.payload) if query.payload is not None else None
         if image is not None:
             data[key] = "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode()
+        elif query.text is not None:
+            data[key] = query.text
         else:
-            data[key] = ", ".join(f"{name} = {value}" for name, value in feature_rows(query.payload))
+            rows = feature_rows(query.payload, names=self.context.dataset.feature_names)
+            data[key] = ", ".join(f"{name} = {value}" for name, value in rows)
         score = query.view.get("score")
         guess = top_classes(query.view, self.context.classes, k=1)
         data["alab_hint"] = (

@@ -11,6 +11,7 @@ A payload becomes an image by its data set's own rule where it has one, else by 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 import numpy as np
 from torch import Tensor
@@ -72,10 +73,10 @@ def half_blocks(image: np.ndarray, min_width: int = 16) -> str:
     return "\n".join(lines)
 
 
-def feature_rows(payload: Tensor, limit: int = 32) -> list[tuple[str, float]]:
-    """(name, value) of a vector's first `limit` features, for a table."""
+def feature_rows(payload: Tensor, limit: int = 32, names: Sequence[str] | None = None) -> list[tuple[str, float]]:
+    """(name, value) of a vector's first `limit` features, for a table: the data set's column `names`, else x0, x1, ..."""
     values = payload.detach().cpu().flatten().tolist()
-    return [(f"x{i}", round(float(v), 4)) for i, v in enumerate(values[:limit])]
+    return [(names[i] if names else f"x{i}", round(float(v), 4)) for i, v in enumerate(values[:limit])]
 
 
 def top_classes(view: dict, classes: tuple[str, ...], k: int = 3) -> list[tuple[str, float]]:

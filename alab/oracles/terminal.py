@@ -10,6 +10,7 @@ outside the classes.
 
 from __future__ import annotations
 
+import textwrap
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
@@ -93,8 +94,11 @@ class TerminalOracle:
         image = display_image(ctx.dataset.name, query.payload) if query.payload is not None else None
         if image is not None:
             print(half_blocks(image))
+        elif query.text is not None:
+            print(textwrap.fill(query.text, width=100))
         elif query.payload is not None:
-            print("  ".join(f"{name}={value:g}" for name, value in feature_rows(query.payload, limit=16)))
+            rows = feature_rows(query.payload, limit=16, names=ctx.dataset.feature_names)
+            print("  ".join(f"{name}={value:g}" for name, value in rows))
         guesses = top_classes(query.view, ctx.classes)
         if guesses:
             model = " · ".join(f"{name} {p:.0%}" for name, p in guesses)

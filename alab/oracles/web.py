@@ -141,7 +141,8 @@ class WebOracle:
                         "score": query.view.get("score"),
                         "outside": bool(query.view.get("outside", False)),
                         "image": image,
-                        "features": [] if image or query.payload is None else feature_rows(query.payload),
+                        "text": query.text,
+                        "features": [] if image or query.payload is None else feature_rows(query.payload, names=ctx.dataset.feature_names),
                     }
                 )
             return {
