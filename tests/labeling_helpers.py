@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import queue
 import re
@@ -10,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 FAST_TOML = """samples = 4
 [backend]
@@ -63,3 +65,35 @@ class Run:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=30)
+
+
+def journaled(journal: Path) -> dict[int, str]:
+    """The standing labels of a `labels.csv`, index -> label: its rows replayed in order, an undo withdrawing one."""
+    standing: dict[int, str] = {}
+    if not journal.exists():
+        return standing
+    with open(journal, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["source"] == "undo":
+                standing.pop(int(row["index"]), None)
+            else:
+                standing[int(row["index"])] = row["label"]
+    return standing
+
+
+SAVED_WATCH = """() => new MutationObserver((records) => {
+  for (const r of records) {
+    const tile = r.target;
+    if (tile.dataset.state === "saved" && r.oldValue !== "saved") window.alabSaved(Number(tile.dataset.index), performance.now());
+  }
+}).observe(document.getElementById("tiles"), {subtree: true, attributes: true, attributeFilter: ["data-state"], attributeOldValue: true})"""
+
+
+def watch_saved(page: Any, journal: Path) -> list[tuple[int, float, str | None]]:
+    """Each grid tile of the open page (Playwright) as it turns saved: (index, the page's clock in ms, its label in
+    `journal` when Python hears of it, None if absent). Python hears of it a moment after the page shows it: a tile
+    shown saved too early may be journaled by then, so only holding the POSTs' answers proves the order."""
+    seen: list[tuple[int, float, str | None]] = []
+    page.expose_binding("alabSaved", lambda source, index, at: seen.append((index, at, journaled(journal).get(index))))
+    page.evaluate(SAVED_WATCH)
+    return seen
