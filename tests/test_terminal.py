@@ -78,3 +78,22 @@ def test_label_skip_undo_quit_and_resume(tmp_path: Path) -> None:
     with open(run_dir / "labels.csv", newline="") as f:
         round_1 = [r["label"] for r in csv.DictReader(f) if r["round"] == "1"]
     assert round_1 == ["none", "2"]
+
+
+def test_a_text_item_is_shown_as_its_text(tmp_path: Path) -> None:
+    from alab.data import load_dataset
+
+    tickets = REPO / "tests" / "data" / "tickets.csv"
+    texts = load_dataset(f"csv:{tickets}", text="message", target="topic").text_pool
+    child = spawn("run", "--oracle", "terminal", "--config", str(fast_config(tmp_path)), "--dataset", f"csv:{tickets}",
+                  "--text", "message", "--target", "topic", "--initial", "4", "--rounds", "0", "--out", str(tmp_path / "run"))  # fmt: skip
+    try:
+        child.expect(r"pool item (\d+)")
+        index = int(child.match.group(1))
+        child.expect(PROMPT)
+        shown = " ".join(child.before.split())  # the text, wrapped to the terminal: compare its words
+        assert " ".join(texts[index].split()) in shown and "▀" not in shown
+        child.sendline("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)

@@ -22,7 +22,7 @@ from alab.errors import AlabError
 from alab.label_import import import_labels
 from alab.loop import read_curve, resume_run, start_run
 from labeling_helpers import FAST_TOML
-from test_bad_input import refused
+from labeling_helpers import refused
 
 REPO = Path(__file__).resolve().parents[1]
 TICKETS = REPO / "tests" / "data" / "tickets.csv"
@@ -224,3 +224,29 @@ def test_features_change_the_data_set_identity(tmp_path: Path) -> None:
 def test_features_refused_at_load_name_the_fix() -> None:
     with pytest.raises(AlabError, match="one row per item"):
         load_dataset("digits", features=REPO / "tests" / "data" / "tickets.csv")
+
+
+def test_a_table_with_a_column_of_class_names_is_classification_shown_by_its_column_names(tmp_path: Path) -> None:
+    table = tmp_path / "flowers.csv"
+    rng = np.random.default_rng(0)
+    rows = [(float(a), float(b), "iris" if a > b else "rose") for a, b in rng.normal(size=(30, 2)).round(3)]
+    table.write_text("petal,stem,kind\n" + "".join(f"{a},{b},{k}\n" for a, b, k in rows))
+    data = load_dataset(f"csv:{table}", target="kind")
+    assert data.classes == ("iris", "rose") and data.feature_names == ("petal", "stem")
+    train, test = random_split(len(rows))
+    assert [data.classes[y] for y in data.y_test.tolist()] == [rows[i][2] for i in test]
+    x_train = np.array([rows[i][:2] for i in train])
+    torch.testing.assert_close(data.x_pool, torch.from_numpy((x_train - x_train.mean(0)) / x_train.std(0)).float())  # standardized
+    run_dir = tmp_path / "run"
+    start_run(fast(tmp_path, dataset=f"csv:{table}", text=None, target="kind", oracle="files", initial=4), run_dir, echo=lambda line: None)
+    with open(run_dir / "queries" / "round-0" / "queries.csv", newline="") as f:
+        asked = list(csv.DictReader(f))
+    for row in asked:  # the person reads the table's own values under its own column names, not standardized ones
+        assert (float(row["petal"]), float(row["stem"])) == rows[train[int(row["index"])]][:2]
+
+
+def test_a_table_without_a_target_is_a_pool_a_person_labels(tmp_path: Path) -> None:
+    table = tmp_path / "rows.csv"
+    table.write_text("a,b\n" + "".join(f"{i},{i % 3}\n" for i in range(10)))
+    data = load_dataset(f"csv:{table}", classes=["low", "high"])
+    assert data.classes == ("low", "high") and len(data.y_pool) == 10 and bool((data.y_pool == -1).all()) and len(data.y_test) == 0

@@ -182,7 +182,7 @@ def load_dataset(
         x_pool, y_pool, x_test, y_test, x_val, y_val, classes, x_ood, kept_pool = _hold_out(
             name, splits, ood_classes, x_pool, y_pool, x_test, y_test, x_val, y_val
         )
-        pool_P = torch.flatnonzero(kept_pool) if pool_P is None else pool_P[kept_pool]
+        pool_P = kept_pool.nonzero().squeeze(1) if pool_P is None else pool_P[kept_pool]
     elif ood == "noise":
         low, high = x_test.amin(dim=0), x_test.amax(dim=0)
         uniform = torch.rand(x_test.shape, generator=torch.Generator().manual_seed(0))

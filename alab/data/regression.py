@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from numpy.random import default_rng
 
-from alab.data.dataset import DATASETS, DataRequest, Splits
+from alab.data.dataset import DATASETS, DataRequest, Splits, splits_from_numpy
 from alab.errors import AlabError
 
 TEST_FRACTION = 1 / 3
@@ -49,21 +49,27 @@ def _checksum(*arrays: np.ndarray) -> str:
     return hashlib.sha256(b"".join(np.ascontiguousarray(a, dtype="<f8").tobytes() for a in arrays)).hexdigest()
 
 
+def standardized(x_train_N_D: np.ndarray, x_test_M_D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both sets standardized by the training split's mean and sd per column (a constant column becomes 0, not NaN)."""
+    mean_D = x_train_N_D.mean(axis=0) if len(x_train_N_D) else 0.0
+    std_D = x_train_N_D.std(axis=0) if len(x_train_N_D) else 1.0
+    std_D = np.where(std_D > 0, std_D, 1.0)
+    return (x_train_N_D - mean_D) / std_D, (x_test_M_D - mean_D) / std_D
+
+
 def regression_splits(
     x_train_N_D: np.ndarray, y_train_N: np.ndarray, x_test_M_D: np.ndarray, y_test_M: np.ndarray, checksum: str
 ) -> Splits:
     """`Splits` of a regression data set: inputs standardized by the training split, y float32 as given."""
-    mean_D = x_train_N_D.mean(axis=0)
-    std_D = x_train_N_D.std(axis=0)
-    std_D = np.where(std_D > 0, std_D, 1.0)  # a constant column stays constant (0), not NaN
+    x_train_N_D, x_test_M_D = standardized(x_train_N_D, x_test_M_D)
 
     def tensor(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
     return Splits(
-        x_train=tensor((x_train_N_D - mean_D) / std_D),
+        x_train=tensor(x_train_N_D),
         y_train=tensor(y_train_N),
-        x_test=tensor((x_test_M_D - mean_D) / std_D),
+        x_test=tensor(x_test_M_D),
         y_test=tensor(y_test_M),
         classes=(),
         checksum=checksum,
@@ -114,43 +120,65 @@ def _diabetes(request: DataRequest) -> Splits:
 
 @DATASETS.register(
     "csv:",
-    summary="your own table: csv:PATH --target COL (regression on the other, numeric, columns; a third held out), "
+    summary="your own table: csv:PATH --target COL (regression on the other, numeric, columns; a third held out; "
+    "a column of class names, or --classes a,b, makes it classification, and --classes without --target a pool a person labels), "
     "or csv:PATH --text COL [--target COL | --classes a,b] (text classification, alab.data.text)",
 )
 def _csv(request: DataRequest) -> Splits:
     import pandas as pd
 
-    from alab.data.text import text_splits
+    from alab.data.text import class_labels, text_splits
 
     path = Path(request.arg or "").expanduser()
     if not request.arg or not path.is_file():
         raise AlabError(f"{request.name}: no such file; give csv:PATH of a table with a header row")
-    if request.target is None and request.text is None:
-        raise AlabError(f"{request.name} needs --target COL, the column to predict (or --text COL, a column of texts to classify)")
+    if request.target is None and request.text is None and request.classes is None:
+        raise AlabError(
+            f"{request.name} needs --target COL, the column to predict (or --classes a,b for rows a person labels, "
+            "or --text COL, a column of texts to classify)"
+        )
     try:
         table = pd.read_csv(path, keep_default_na=request.text is None)  # texts: only an empty cell is missing, not "NA"
     except (ValueError, OSError, UnicodeDecodeError) as err:
         raise AlabError(f"cannot read {path} as CSV: {err}") from None
     if request.text is not None:
         return text_splits(path, table, request)
-    if request.target not in table.columns:
+    if request.target is not None and request.target not in table.columns:
         raise AlabError(f"{path} has no column {request.target!r}; columns: {', '.join(map(str, table.columns))}")
-    features = table.drop(columns=[request.target])
+
+    def numeric(column: str) -> bool:
+        return pd.api.types.is_numeric_dtype(table[column]) and not pd.api.types.is_bool_dtype(table[column])
+
+    classify = request.classes is not None or (request.target is not None and not numeric(request.target))
+    features = table.drop(columns=[request.target]) if request.target is not None else table
     if features.shape[1] == 0:
         raise AlabError(f"{path} has no column besides the target {request.target!r} to predict it from")
-    for column in table.columns:
-        if not pd.api.types.is_numeric_dtype(table[column]) or pd.api.types.is_bool_dtype(table[column]):
+    for column in features.columns if classify else table.columns:
+        if not numeric(column):
             raise AlabError(f"{path}: column {column!r} is not numeric; drop it or encode it as numbers")
         missing = np.flatnonzero(~np.isfinite(table[column].to_numpy(dtype=np.float64)))
         if missing.size:
             raise AlabError(f"{path}: column {column!r} is empty or not finite on line {int(missing[0]) + 2}")
-    if len(table) < 6:
-        raise AlabError(f"{path} has {len(table)} rows; a regression run needs at least 6 (a third are held out)")
+    if len(table) < 6 and request.target is not None:
+        raise AlabError(f"{path} has {len(table)} rows; a labeled table needs at least 6 (a third are held out)")
     x_N_D = features.to_numpy(dtype=np.float64)
-    y_N = table[request.target].to_numpy(dtype=np.float64)
-    train, test = random_split(len(y_N))
-    checksum = hashlib.sha256(path.read_bytes() + b"\0target=" + request.target.encode()).hexdigest()
-    splits = regression_splits(x_N_D[train], y_N[train], x_N_D[test], y_N[test], checksum)
-    shown = torch.from_numpy(np.ascontiguousarray(x_N_D[train], dtype=np.float32))  # a person reads the table's own values
     names = tuple(map(str, features.columns))
+    if classify:  # a person or the target column names each row's class; the model reads the standardized columns
+        if request.target is None:
+            classes, labels_N = tuple(request.classes or ()), np.full(len(table), -1)
+            train, test = np.arange(len(table)), np.zeros(0, dtype=np.int64)
+        else:
+            classes, labels_N = class_labels(path, table, request)
+            train, test = random_split(len(table))
+        digest = hashlib.sha256(path.read_bytes())
+        digest.update(f"\0target={request.target}\0classes={','.join(classes)}".encode())
+        x_train, x_test = standardized(x_N_D[train], x_N_D[test])
+        splits = splits_from_numpy(x_train, labels_N[train], x_test, labels_N[test], classes, digest.hexdigest())
+    else:
+        assert request.target is not None
+        y_N = table[request.target].to_numpy(dtype=np.float64)
+        train, test = random_split(len(y_N))
+        checksum = hashlib.sha256(path.read_bytes() + b"\0target=" + request.target.encode()).hexdigest()
+        splits = regression_splits(x_N_D[train], y_N[train], x_N_D[test], y_N[test], checksum)
+    shown = torch.from_numpy(np.ascontiguousarray(x_N_D[train], dtype=np.float32))  # a person reads the table's own values
     return dataclasses.replace(splits, feature_names=names, rows_train=train, rows_test=test, x_shown_train=shown)

@@ -46,7 +46,7 @@ def text_splits(path: Path, table: Any, request: DataRequest) -> Splits:
         classes, labels_N = tuple(request.classes), np.full(len(texts_N), -1)
         train_N, test_M = np.arange(len(texts_N)), np.zeros(0, dtype=np.int64)
     else:
-        classes, labels_N = _labels(path, table, request)
+        classes, labels_N = class_labels(path, table, request)
         if len(texts_N) < 6:
             raise AlabError(f"{path} has {len(texts_N)} rows; a labeled text set needs at least 6 (a third are held out)")
         train_N, test_M = random_split(len(texts_N))
@@ -61,12 +61,12 @@ def text_splits(path: Path, table: Any, request: DataRequest) -> Splits:
     return dataclasses.replace(splits, text_train=tuple(texts_N[train_N]), rows_train=train_N, rows_test=test_M)
 
 
-def _labels(path: Path, table: Any, request: DataRequest) -> tuple[tuple[str, ...], np.ndarray]:
+def class_labels(path: Path, table: Any, request: DataRequest) -> tuple[tuple[str, ...], np.ndarray]:
     """(classes, class index per row) of the target column: --classes in their order, else the labels sorted."""
     target = request.target
     if target not in table.columns:
         raise AlabError(f"{path} has no column {target!r} for --target; columns: {', '.join(map(str, table.columns))}")
-    if target == request.text:
+    if request.text is not None and target == request.text:
         raise AlabError(f"--target and --text both name {target!r}; the target is the column of class labels")
     names_N = table[target].astype(str).str.strip().to_numpy()
     missing = np.flatnonzero(table[target].isna().to_numpy() | (names_N == ""))
