@@ -1,4 +1,4 @@
-"""Shared helpers for the labeling tests: a fast run configuration and a run in a subprocess."""
+"""Shared test helpers: a fast run configuration, a run in a subprocess, and the one-line refusal check."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from typer.testing import CliRunner
+
+from alab.cli import app
 
 FAST_TOML = """samples = 4
 [backend]
@@ -97,3 +101,22 @@ def watch_saved(page: Any, journal: Path) -> list[tuple[int, float, str | None]]
     page.expose_binding("alabSaved", lambda source, index, at: seen.append((index, at, journaled(journal).get(index))))
     page.evaluate(SAVED_WATCH)
     return seen
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def refused(root: Path, args: list[str], message: str) -> str:
+    """Run `alab ARGS` in `root`; assert the one-line refusal matching `message` and that no file changed."""
+    before = snapshot(root)
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, SystemExit), f"not a clean exit: {result.exception!r}\n{result.output}"
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("alab: error: "), result.stderr
+    assert re.search(message, lines[0]), lines[0]
+    assert snapshot(root) == before, "a refused command left or changed files"
+    return lines[0]

@@ -26,29 +26,10 @@ from alab.cli import app
 from alab.data.idx import IMAGES_MAGIC, idx_path, read_idx_bytes
 from alab.oracles.base import ORACLES
 from alab.oracles.simulated import SimulatedOracle
-from labeling_helpers import FAST_TOML
+from labeling_helpers import FAST_TOML, refused
 from test_data import mnist_folder, needs_mnist, write_idx_gz, write_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def refused(root: Path, args: list[str], message: str) -> str:
-    """Run `alab ARGS` in `root`; assert the one-line refusal matching `message` and that no file changed."""
-    before = snapshot(root)
-    result = CliRunner().invoke(app, args)
-    assert isinstance(result.exception, SystemExit), f"not a clean exit: {result.exception!r}\n{result.output}"
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("alab: error: "), result.stderr
-    assert re.search(message, lines[0]), lines[0]
-    assert snapshot(root) == before, "a refused command left or changed files"
-    return lines[0]
 
 
 @pytest.fixture
