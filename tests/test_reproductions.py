@@ -23,7 +23,12 @@ SMALL = ["--rounds", "1", "--seeds", "1", "--workers", "2", "--set", "samples=4"
 
 
 @pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"MNIST files not found at {MNIST_DIR}")
-@pytest.mark.parametrize("recipe", ["gal2017-table1", "gal2017-q10", "kirsch2019-mnist", "kirsch2019-repeated-mnist"])
+@pytest.mark.parametrize(
+    "recipe",
+    # CI runs one recipe of each model and protocol family; the other two share them (-m slow runs them)
+    ["gal2017-table1", pytest.param("gal2017-q10", marks=pytest.mark.slow), "kirsch2019-mnist",
+     pytest.param("kirsch2019-repeated-mnist", marks=pytest.mark.slow)],
+)  # fmt: skip
 def test_a_reproduction_recipe_runs_and_reports_in_the_papers_unit(tmp_path: Path, recipe: str) -> None:
     path = REPO / "strategies" / f"{recipe}.toml"
     paper = tomllib.loads(path.read_text())["compare"]["paper"]
