@@ -73,7 +73,7 @@ def run(
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     oracle: Annotated[str | None, typer.Option(help="Who labels: simulated, web, terminal, files or labelstudio (see `alab oracles`).")] = None,
     classes: Annotated[str | None, typer.Option(help="Class names a,b,c for a data set without its own (folder:PATH).")] = None,
-    target: Annotated[str | None, typer.Option(help="Column to predict of a table (csv:PATH): a regression run; with --text, the class labels.")] = None,
+    target: Annotated[str | None, typer.Option(help="Column to predict of a table (csv:PATH): regression on numbers, classification on class names (also with --text).")] = None,
     text: Annotated[str | None, typer.Option(help="Column of texts of a table (csv:PATH): a text classification run on TF-IDF features.")] = None,
     features: Annotated[str | None, typer.Option(help="Your own features for the model: PATH.npy or PATH.parquet, one row per item in the data set's order.")] = None,
     samples: Annotated[int | None, typer.Option(help="K posterior samples for scoring and evaluation.")] = None,

@@ -250,3 +250,20 @@ def test_a_table_without_a_target_is_a_pool_a_person_labels(tmp_path: Path) -> N
     table.write_text("a,b\n" + "".join(f"{i},{i % 3}\n" for i in range(10)))
     data = load_dataset(f"csv:{table}", classes=["low", "high"])
     assert data.classes == ("low", "high") and len(data.y_pool) == 10 and bool((data.y_pool == -1).all()) and len(data.y_test) == 0
+
+
+def test_a_run_on_own_features_through_the_command_line_asks_about_the_images(tmp_path: Path) -> None:
+    from sklearn.datasets import load_digits
+
+    images_N_D = load_digits().data
+    np.save(tmp_path / "pca.npy", (images_N_D - images_N_D.mean(0)) @ np.linalg.svd(images_N_D - images_N_D.mean(0), full_matrices=False)[2][:12].T)
+    (tmp_path / "fast.toml").write_text(FAST_TOML)
+    args = ["run", "--config", str(tmp_path / "fast.toml"), "--features", str(tmp_path / "pca.npy"), "--strategy", "bald",
+            "--oracle", "files", "--initial", "6", "--out", str(tmp_path / "run")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "run" / "queries" / "round-0"
+    with open(folder / "queries.csv", newline="") as f:
+        asked = [int(r["index"]) for r in csv.DictReader(f)]
+    assert len(asked) == 6 and all((folder / f"item-{i}.png").exists() for i in asked)  # the person sees digits, not 12 numbers
+    assert 'features = "' in (tmp_path / "run" / "config.toml").read_text()  # a resume reads the same features
