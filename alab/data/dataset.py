@@ -12,6 +12,7 @@ A family of data sets named by an argument (`csv:PATH`) registers under its pref
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Callable
@@ -267,8 +268,6 @@ def read_features(path: Path) -> np.ndarray:
 
 def with_features(splits: Splits, path: Path, name: str) -> Splits:
     """`splits` whose inputs are the rows of the features file; the items themselves are kept for the person."""
-    import dataclasses
-
     features_N_D = read_features(path)
     n_train, n_test = len(splits.y_train), len(splits.y_test)
     if features_N_D.shape[0] != n_train + n_test:
@@ -278,7 +277,10 @@ def with_features(splits: Splits, path: Path, name: str) -> Splits:
         )
     rows_train = np.arange(n_train) if splits.rows_train is None else splits.rows_train
     rows_test = np.arange(n_train, n_train + n_test) if splits.rows_test is None else splits.rows_test
-    as_tensor = lambda rows: torch.from_numpy(np.ascontiguousarray(features_N_D[rows], dtype=np.float32))  # noqa: E731
+
+    def as_tensor(rows: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(features_N_D[rows], dtype=np.float32))
+
     shown = None if splits.text_train is not None else splits.x_train if splits.x_shown_train is None else splits.x_shown_train
     checksum = hashlib.sha256(splits.checksum.encode() + b"\0features=" + path.read_bytes()).hexdigest()
     return dataclasses.replace(
