@@ -24,7 +24,7 @@ from xml.sax.saxutils import quoteattr
 
 from alab.errors import AlabError
 from alab.oracles.base import Label, LabelingPaused, OracleContext, Query, no_options, register_oracle
-from alab.oracles.render import display_image, feature_rows, png_bytes, top_classes
+from alab.oracles.render import display_image, feature_line, feature_rows, png_bytes, top_classes
 from alab import storage  # the module, not its names: alab.storage imports alab.oracles.base in turn
 
 FROM_NAME, TO_NAME = "label", "image"  # the Label Studio control and object names in label_config.xml
@@ -64,8 +64,7 @@ class FilesOracle:
             elif query.payload is not None:
                 names = ctx.dataset.feature_names
                 row.update(feature_rows(query.payload, limit=10_000, names=names))
-                shown = feature_rows(query.payload, names=names)
-                task["data"] = {"index": query.index, "text": ", ".join(f"{n} = {v}" for n, v in shown), **dict(shown)}
+                task["data"] = {"index": query.index, "text": feature_line(query.payload, names), **dict(feature_rows(query.payload, names=names))}
             if guess:
                 choice = {"choices": [guess[0][0]]}
                 result = [{"from_name": FROM_NAME, "to_name": TO_NAME, "type": "choices", "value": choice}]

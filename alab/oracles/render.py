@@ -79,6 +79,11 @@ def feature_rows(payload: Tensor, limit: int = 32, names: Sequence[str] | None =
     return [(names[i] if names else f"x{i}", round(float(v), 4)) for i, v in enumerate(values[:limit])]
 
 
+def feature_line(payload: Tensor, names: Sequence[str] | None = None) -> str:
+    """A table row as one line of text, "name = value, ...", for a text field (Label Studio's $text)."""
+    return ", ".join(f"{name} = {value}" for name, value in feature_rows(payload, names=names))
+
+
 def top_classes(view: dict, classes: tuple[str, ...], k: int = 3) -> list[tuple[str, float]]:
     """The model's `k` most probable classes for a query, from its view {"probs": [...]} ([] if none)."""
     probs = view.get("probs") or []
