@@ -322,9 +322,12 @@ class LocalExecutor:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     yield future.result()
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, GeneratorExit):
             # A Ctrl-C in a terminal reaches the workers too; a SIGINT sent to this process alone does
-            # not, so pass it on: the running cells record "stopped", queued ones do not start.
+            # not, so pass it on: the running cells record "stopped", queued ones do not start. The
+            # stop may land while the caller handles a result rather than here (GeneratorExit: the
+            # caller's exception closes this generator); else `shutdown(wait=True)` below would run the
+            # cells already handed to the workers to their end, holding the comparison's lock.
             processes = list((getattr(pool, "_processes", None) or {}).values())  # private, but no public handle
             pool.shutdown(wait=False, cancel_futures=True)
             for process in processes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
@@ -14,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from alab.compare import RayExecutor, load_comparison, run_comparison
+from alab.compare import CellTask, LocalExecutor, RayExecutor, load_comparison, run_comparison
 from alab.errors import AlabError
 from alab.loop import start_run
 from labeling_helpers import refused
@@ -270,3 +271,30 @@ def test_ray_executor_runs_cells_on_a_local_ray(tmp_path: Path) -> None:
     summary = pd.read_csv(tmp_path / "cmp" / "summary.csv")
     assert sorted(summary["strategy"]) == ["bald", "random"]
     assert all(len(pd.read_csv(tmp_path / "cmp" / "cells" / c / "curve.csv")) == 2 for c in ("bald-s0", "random-s0"))
+
+
+def test_a_stop_between_two_results_stops_the_running_cells_and_starts_no_queued_one(tmp_path: Path) -> None:
+    """A Ctrl-C (or `kill`) that lands while the driver handles a finished cell, not while it waits.
+
+    It is raised outside the executor's generator, which is then closed: the cells running must
+    record "stopped" at once, and the cells queued to the workers must not start.
+    """
+    path = recipe(tmp_path, 'strategies = ["bald", "random"]\nseeds = 3\nworkers = 1', run=FAST)
+    comparison = load_comparison(path, {"rounds": 30}, out=tmp_path / "cmp")
+    first, *rest = comparison.cells()
+    tasks = [CellTask(dataclasses.replace(first.config, rounds=1), tmp_path / "cmp" / "cells" / first.name)]
+    tasks += [CellTask(c.config, tmp_path / "cmp" / "cells" / c.name) for c in rest]
+    results = LocalExecutor(1).run(tasks)
+    assert next(results).status == "finished"  # the short cell; the next one is running, more are queued
+    second = tasks[1].run_dir / "curve.csv"
+    deadline = time.monotonic() + 120
+    while not second.exists():
+        assert time.monotonic() < deadline, "the second cell never started"
+        time.sleep(0.05)
+    start = time.monotonic()
+    results.close()  # what an exception in the driver's loop body does to the generator
+    assert time.monotonic() - start < 30, "closing the executor waited for the cells to run to the end"
+    assert '"status": "stopped"' in (tasks[1].run_dir / "run.json").read_text()
+    assert len(pd.read_csv(second)) < 31
+    started = [t.run_dir.name for t in tasks[2:] if (t.run_dir / "run.json").exists()]
+    assert started == [], f"queued cells started after the stop: {started}"
