@@ -64,7 +64,8 @@ class FilesOracle:
             elif query.payload is not None:
                 names = ctx.dataset.feature_names
                 row.update(feature_rows(query.payload, limit=10_000, names=names))
-                task["data"] = {"index": query.index, "text": feature_line(query.payload, names), **dict(feature_rows(query.payload, names=names))}
+                shown = feature_rows(query.payload, names=names)
+                task["data"] = {"index": query.index, "text": feature_line(shown), **dict(shown)}
             if guess:
                 choice = {"choices": [guess[0][0]]}
                 result = [{"from_name": FROM_NAME, "to_name": TO_NAME, "type": "choices", "value": choice}]

@@ -44,7 +44,7 @@ from alab import storage
 from alab.config import from_mapping
 from alab.errors import AlabError
 from alab.oracles.base import NONE_OF_THESE, UNDO, Label, OracleContext, Query, register_oracle
-from alab.oracles.render import display_image, feature_line, png_bytes, top_classes
+from alab.oracles.render import display_image, feature_line, feature_rows, png_bytes, top_classes
 from alab.oracles.serving import serve
 
 NONE_CHOICE = "none of these"  # the choice that answers NONE_OF_THESE
@@ -213,7 +213,7 @@ class LabelStudioOracle:
         elif query.text is not None:
             data[key] = query.text
         else:
-            data[key] = feature_line(query.payload, self.context.dataset.feature_names)
+            data[key] = feature_line(feature_rows(query.payload, names=self.context.dataset.feature_names))
         score = query.view.get("score")
         guess = top_classes(query.view, self.context.classes, k=1)
         data["alab_hint"] = (

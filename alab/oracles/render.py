@@ -79,9 +79,10 @@ def feature_rows(payload: Tensor, limit: int = 32, names: Sequence[str] | None =
     return [(names[i] if names else f"x{i}", round(float(v), 4)) for i, v in enumerate(values[:limit])]
 
 
-def feature_line(payload: Tensor, names: Sequence[str] | None = None) -> str:
-    """A table row as one line of text, "name = value, ...", for a text field (Label Studio's $text)."""
-    return ", ".join(f"{name} = {value}" for name, value in feature_rows(payload, names=names))
+def feature_line(rows: Sequence[tuple[str, float]]) -> str:
+    """A table row's (name, value) pairs (`feature_rows`) as one line of text, "name = value, ...",
+    for a text field (Label Studio's $text)."""
+    return ", ".join(f"{name} = {value}" for name, value in rows)
 
 
 def top_classes(view: dict, classes: tuple[str, ...], k: int = 3) -> list[tuple[str, float]]:
