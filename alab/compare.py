@@ -240,29 +240,37 @@ def _init_worker(driver_pid: int) -> None:
     threading.Thread(target=watch, name="driver-watch", daemon=True).start()
 
 
-def run_cell(config: RunConfig, run_dir: Path, threads: int) -> CellResult:
+def run_cell(config: RunConfig, run_dir: Path, threads: int, *, lockstep: bool = False) -> CellResult:
     """Start or resume one cell in this process, its lines going to `<run_dir>/log.txt`.
 
     Torch threads are set per cell (the executor shares the machine's cores among its workers).
-    Wall and CPU seconds accumulate over attempts in `<run_dir>/timing.json`.
+    Wall and CPU seconds accumulate over attempts in `<run_dir>/timing.json`. `lockstep`: one of
+    several cells in this process, a thread each (`alab.lockstep.run_lockstep`): its lines go to its
+    log through the thread's stream, and its CPU time is its thread's plus its share of the stacked fits.
     """
     import json
 
     import torch
 
+    from alab import lockstep as lockstep_
     from alab.loop import resume_run, run_status, start_run
 
     global _cell_running
     if _stop_requested:
         return CellResult(run_dir.name, "stopped", 0.0, 0.0)
-    torch.set_num_threads(max(1, threads))
+    if not lockstep:
+        torch.set_num_threads(max(1, threads))
+    cpu_clock = lockstep_.cell_cpu_seconds if lockstep else time.process_time
     run_dir.mkdir(parents=True, exist_ok=True)
-    wall0, cpu0 = time.perf_counter(), time.process_time()
+    wall0, cpu0 = time.perf_counter(), cpu_clock()
     status, error = "failed", ""
     saved = sys.stdout, sys.stderr
     with open(run_dir / "log.txt", "a", buffering=1) as log:
-        sys.stdout = sys.stderr = log  # the loop's progress bars see no terminal and stay quiet
-        _cell_running = True
+        if lockstep:
+            lockstep_.local.log = log
+        else:
+            sys.stdout = sys.stderr = log  # the loop's progress bars see no terminal and stay quiet
+            _cell_running = True
         try:
             echo = lambda line: print(line, file=log)  # noqa: E731
             if (run_dir / "run.json").exists():
@@ -276,12 +284,18 @@ def run_cell(config: RunConfig, run_dir: Path, threads: int) -> CellResult:
             error = f"{type(err).__name__}: {err}"
             print(error, file=log)
         finally:
-            _cell_running = False
-            sys.stdout, sys.stderr = saved
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+            if lockstep:
+                lockstep_.local.log = None
+            else:
+                _cell_running = False
+                sys.stdout, sys.stderr = saved
+    wall, cpu = time.perf_counter() - wall0, cpu_clock() - cpu0
     timing_path = run_dir / "timing.json"
     timing = json.loads(timing_path.read_text()) if timing_path.exists() else {"wall_seconds": 0.0, "cpu_seconds": 0.0}
-    timing = {"wall_seconds": timing["wall_seconds"] + wall, "cpu_seconds": timing["cpu_seconds"] + cpu, "threads": threads}
+    timing = {
+        "wall_seconds": timing["wall_seconds"] + wall, "cpu_seconds": timing["cpu_seconds"] + cpu, "threads": threads,
+        "executor": "lockstep" if lockstep else "process",
+    }  # fmt: skip
     timing_path.write_text(json.dumps(timing, indent=2) + "\n")
     return CellResult(run_dir.name, status, wall, cpu, error)
 
@@ -306,22 +320,34 @@ def cpu_cores() -> int:
 
 
 class LocalExecutor:
-    """Worker processes on this machine (spawn/forkserver: no forked torch state), cores shared out."""
+    """Worker processes on this machine (spawn/forkserver: no forked torch state), cores shared out.
 
-    def __init__(self, workers: int) -> None:
+    `lockstep`: the cells that can train together run as lockstep batches, a batch per worker
+    (`alab.lockstep`); the others one cell a worker, as without it.
+    """
+
+    def __init__(self, workers: int, *, lockstep: bool = False) -> None:
         self.workers = workers
+        self.lockstep = lockstep
 
     def run(self, tasks: Sequence[CellTask]) -> Iterator[CellResult]:
-        workers = min(self.workers, len(tasks)) or 1
+        from alab.lockstep import run_lockstep, split
+
+        batches = split(tasks, self.workers) if self.lockstep else [[t] for t in tasks]
+        workers = min(self.workers, len(batches)) or 1
         threads = max(1, cpu_cores() // workers)
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=_init_worker, initargs=(os.getpid(),))
         try:
-            pending = {pool.submit(run_cell, t.config, t.run_dir, threads) for t in tasks}
+            pending = {
+                pool.submit(run_lockstep, batch, threads) if self.lockstep else pool.submit(run_cell, batch[0].config, batch[0].run_dir, threads)
+                for batch in batches
+            }  # fmt: skip
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    yield future.result()
+                    result = future.result()
+                    yield from result if isinstance(result, list) else [result]
         except (KeyboardInterrupt, GeneratorExit):
             # A Ctrl-C in a terminal reaches the workers too; a SIGINT sent to this process alone does
             # not, so pass it on: the running cells record "stopped", queued ones do not start. The
@@ -431,14 +457,18 @@ def validate(comparison: Comparison) -> None:
         raise AlabError(f"compare.datasets mixes classification and regression: {kinds}; compare each kind in its own comparison")
 
 
+EXECUTORS = ("local", "lockstep", "ray")
+
+
 def make_executor(name: str, workers: int, address: str | None = None) -> Executor:
-    if name == "local":
-        if address is not None:
-            raise AlabError("--address is for --executor ray")
-        return LocalExecutor(workers)
+    """local: a worker process a cell; lockstep: cells that can train together as one stacked model (`alab.lockstep`); ray."""
+    if name not in EXECUTORS:
+        raise AlabError(f"unknown executor {name!r}; choose one of: {', '.join(EXECUTORS)}")
     if name == "ray":
         return RayExecutor(address, workers)
-    raise AlabError(f"unknown executor {name!r}; choose one of: local, ray")
+    if address is not None:
+        raise AlabError("--address is for --executor ray")
+    return LocalExecutor(workers, lockstep=name == "lockstep")
 
 
 def run_comparison(comparison: Comparison, executor: Executor | None = None, *, echo: Echo = print) -> list[CellResult]:

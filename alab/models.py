@@ -76,8 +76,25 @@ INITIALIZATIONS = {"torch": init_parameters, "glorot": glorot_parameters, "keras
 
 def dropout_mask(shape: Sequence[int], p: float, generator: torch.Generator, device: torch.device) -> Tensor:
     """Inverted-dropout mask: 1/(1-p) where kept, 0 where dropped; drawn on the CPU for reproducibility."""
-    keep = torch.rand(tuple(shape), generator=generator) >= p
-    return (keep.to(torch.float32) / (1.0 - p)).to(device)
+    return mask_from_uniform(torch.rand(tuple(shape), generator=generator), p, 1).to(device)
+
+
+def mask_from_uniform(uniform: Tensor, p: float, group: int) -> Tensor:
+    """The inverted-dropout mask of U(0, 1) draws, u >= p kept as 1/(1-p), each entry repeated `group` times along the last axis.
+
+    Elementwise, so a stack of draws [M, ...] gives each of its M masks exactly (`alab.lockstep`).
+    """
+    mask = (uniform >= p).to(torch.float32) / (1.0 - p)
+    return mask if group == 1 else mask.repeat_interleave(group, dim=-1)
+
+
+# A training mask's draw: (shape of the U(0, 1) draws, dropout rate, group size): see `DropoutHead.mask_draws`
+MaskDraw = tuple[tuple[int, ...], float, int]
+
+
+def draw_masks(draws: Sequence[MaskDraw], generator: torch.Generator, device: torch.device) -> list[Tensor]:
+    """The masks of `draws`, one after another from `generator` (on the CPU, for reproducibility)."""
+    return [mask_from_uniform(torch.rand(shape, generator=generator), p, group).to(device) for shape, p, group in draws]
 
 
 # (weight_K_Out_In, bias_K_Out): one dense layer of each of K networks
@@ -101,15 +118,25 @@ class DropoutHead(nn.Module):
 
     def _mask(self, i: int, n: int, generator: torch.Generator, device: torch.device) -> Tensor:
         """Layer i's input mask for n networks or items: [n, D_in], each entry repeated over its group."""
-        p, g, d_in = self.dropout[i], self.groups[i], self.layers[i].in_features
-        return dropout_mask((n, d_in // g), p, generator, device).repeat_interleave(g, dim=1)
+        return draw_masks([self._draw(i, n)], generator, device)[0]
 
-    def forward(self, features_N_D: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Logits [N, C]; with a generator, an independent dropout mask per item (training)."""
+    def _draw(self, i: int, n: int) -> MaskDraw:
+        return (n, self.layers[i].in_features // self.groups[i]), self.dropout[i], self.groups[i]
+
+    def mask_draws(self, n: int) -> list[MaskDraw]:
+        """The draws of one training pass over n items, in the order `forward` makes them (layers with dropout)."""
+        return [self._draw(i, n) for i, p in enumerate(self.dropout) if p > 0]
+
+    def forward(self, features_N_D: Tensor, generator: torch.Generator | None = None, masks: Sequence[Tensor] | None = None) -> Tensor:
+        """Logits [N, C]; with a generator, an independent dropout mask per item (training), or the
+        `masks` of `mask_draws` given (drawn outside, as a stack of networks does: `alab.lockstep`)."""
+        if masks is None and generator is not None:
+            masks = draw_masks(self.mask_draws(features_N_D.shape[0]), generator, features_N_D.device)
+        remaining = iter(masks or ())
         h_N_D = features_N_D
         for i, (p, layer) in enumerate(zip(self.dropout, self.layers)):
-            if generator is not None and p > 0:
-                h_N_D = h_N_D * self._mask(i, h_N_D.shape[0], generator, h_N_D.device)
+            if masks is not None and p > 0:
+                h_N_D = h_N_D * next(remaining)
             h_N_D = layer(h_N_D)
             if i < len(self.layers) - 1:
                 h_N_D = torch.relu(h_N_D)
@@ -211,13 +238,21 @@ class ConvDropoutHead(nn.Module):
         self.dropout = float(dropout)
         self.dense = dense
 
-    def forward(self, features_N_I_H_W: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Logits [N, C]; with a generator, independent channel and unit masks per item (training)."""
+    def mask_draws(self, n: int) -> list[MaskDraw]:
+        """The draws of one training pass over n items, in `forward`'s order: channels of the input, then the dense head's."""
+        channels = [((n, self.conv.in_channels, 1, 1), self.dropout, 1)] if self.dropout > 0 else []
+        return [*channels, *self.dense.mask_draws(n)]
+
+    def forward(self, features_N_I_H_W: Tensor, generator: torch.Generator | None = None, masks: Sequence[Tensor] | None = None) -> Tensor:
+        """Logits [N, C]; with a generator, independent channel and unit masks per item (training), or the `masks` of `mask_draws`."""
+        if masks is None and generator is not None:
+            masks = draw_masks(self.mask_draws(features_N_I_H_W.shape[0]), generator, features_N_I_H_W.device)
         h = features_N_I_H_W
-        if generator is not None and self.dropout > 0:
-            h = h * dropout_mask((h.shape[0], h.shape[1], 1, 1), self.dropout, generator, h.device)
+        if masks is not None and self.dropout > 0:
+            h = h * masks[0]
+            masks = masks[1:]
         h = torch.relu(F.max_pool2d(self.conv(h), 2)).flatten(1)  # [N, O, h, w] -> [N, O*h*w], channel-major
-        return self.dense(h, generator)
+        return self.dense(h, masks=masks)
 
     def penultimate(self, features_N_I_H_W: Tensor) -> Tensor:
         """The last dense layer's input with dropout off: [N, I, H, W] -> [N, H'] (H' = its in_features)."""
@@ -283,8 +318,9 @@ class Network(nn.Module):
         self.head = head
         self.task = task
 
-    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return self.head(self.trunk(x), generator)
+    def forward(self, x: Tensor, generator: torch.Generator | None = None, masks: Sequence[Tensor] | None = None) -> Tensor:
+        """Raw outputs [N, O]: dropout off, or masks drawn from `generator`, or the head's `masks` given (`mask_draws`)."""
+        return self.head(self.trunk(x), generator, masks)
 
     def embed(self, x: Tensor, trunk: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """(features_N_H, raw_N_O) of the deterministic network (dropout off): the last dense layer's input and output.

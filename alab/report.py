@@ -24,7 +24,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never a window
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from alab.errors import AlabError  # noqa: E402
@@ -99,7 +99,7 @@ def plot_run_curve(curve_csv: Path, out_png: Path) -> None:
     """
     curve = pd.read_csv(curve_csv)
     h = headline(curve.columns)
-    fig, (ax_acc, ax_nll) = plt.subplots(1, 2, figsize=(9, 3.5), constrained_layout=True)
+    fig, (ax_acc, ax_nll) = new_figure(2, (9, 3.5))
     if curve[h.metric].notna().any():
         ax_acc.plot(curve["n_labeled"], curve[h.metric], marker=".")
         ax_acc.set(xlabel="labels", ylabel=h.label, title=curve_csv.parent.name)
@@ -117,12 +117,18 @@ def plot_run_curve(curve_csv: Path, out_png: Path) -> None:
     save_figure(fig, {out_png: "png"})
 
 
-def save_figure(fig: Any, paths: dict[Path, str]) -> None:
+def new_figure(ncols: int, figsize: tuple[float, float], *, squeeze: bool = True) -> tuple[Figure, Any]:
+    """A figure of one row of `ncols` axes, made without pyplot: no global figure registry, so the
+    cells of a lockstep process (threads, `alab.lockstep`) draw their reports at the same time safely."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots(1, ncols, squeeze=squeeze)
+
+
+def save_figure(fig: Figure, paths: dict[Path, str]) -> None:
     for path, fmt in paths.items():
         buffer = io.BytesIO()
         fig.savefig(buffer, format=fmt, dpi=120)
         atomic_write_bytes(path, buffer.getvalue())
-    plt.close(fig)
 
 
 def target_key(target: float) -> str:
@@ -239,7 +245,7 @@ def plot_learning_curves(curves: pd.DataFrame, out_stem: Path) -> None:
     """
     curves, h = _with_group_columns(curves)
     panels = list(curves.groupby(["dataset", "backend"], sort=False))
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False, constrained_layout=True)
+    fig, axes = new_figure(len(panels), (6.5 * len(panels), 4.5), squeeze=False)
     for ax, ((dataset, backend), panel) in zip(axes[0], panels):
         for strategy, runs in panel.groupby("strategy", sort=False):
             stats = runs.groupby("n_labeled")[h.metric].agg(["mean", "std", "count"]).reset_index()

@@ -15,13 +15,12 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from alab.metrics.stopping import STOP_RULES, stop_round  # noqa: E402
 from alab.metrics.trust import UNCERTAINTIES  # noqa: E402
-from alab.report import markdown_table, save_figure  # noqa: E402
+from alab.report import markdown_table, new_figure, save_figure  # noqa: E402
 
 COLORS = {"total": "tab:blue", "aleatoric": "tab:orange", "epistemic": "tab:green"}
 GROUP = ["dataset", "backend", "strategy"]  # alab.report's grouping of a comparison's cells
@@ -82,7 +81,7 @@ def plot_trust(curve: pd.DataFrame, rounds: list[dict[str, Any]], out_png: Path,
     """Three panels: the last round's retention curves (by total, aleatoric, epistemic uncertainty), its
     reliability diagram, and AURC by round."""
     last = rounds[-1]
-    fig, (ax_ret, ax_rel, ax_aurc) = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
+    fig, (ax_ret, ax_rel, ax_aurc) = new_figure(3, (14, 4))
     retention = last.get("retention")
     if retention:
         for u in UNCERTAINTIES:
@@ -199,7 +198,7 @@ def comparison_trust_markdown(out: Path, curves: pd.DataFrame) -> list[str]:
 def plot_comparison_trust(curves: pd.DataFrame, last_rounds: list[dict[str, Any]], out_png: Path) -> None:
     """Per strategy, the last round: the retention curve by total uncertainty (mean over seeds; epistemic dashed),
     the reliability diagram of the seeds' test items pooled, and AURC by total uncertainty against labels."""
-    fig, (ax_ret, ax_rel, ax_aurc) = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
+    fig, (ax_ret, ax_rel, ax_aurc) = new_figure(3, (15, 4.2))
     by_strategy: dict[str, list[dict[str, Any]]] = {}
     for entry in last_rounds:
         by_strategy.setdefault(entry["strategy"], []).append(entry)

@@ -4,7 +4,10 @@
     python tests/crash_harness.py --kills 50 --seed 3    # what CI runs (tests/test_crash_injection.py)
 
 Each trial starts a small run in a forked child and kills it with SIGKILL at one moment, resumes it
-in a new child (killing that one too, at another moment), and so on until a child finishes. A kill
+in a new child (killing that one too, at another moment), and so on until a child finishes. One
+case is a lockstep batch (`alab.lockstep.run_lockstep`): two cells in one process, their fits
+trained as one stack; every kill takes both, and each cell must resume to the curve of an
+uninterrupted lockstep batch. A kill
 lands at one of these moments, drawn at random, with a random n:
 
     timed    the harness kills the child after a random delay within an uninterrupted run's duration
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -53,7 +57,9 @@ import torch._dynamo  # noqa: F401  (what torch.optim imports on first use: 2 s 
 import alab.report
 import alab.scoring
 import alab.storage
+from alab.compare import CellTask
 from alab.config import BackendConfig, RunConfig, ScheduleStep
+from alab.lockstep import run_lockstep
 from alab.loop import resume_run, start_run
 
 KINDS = ("timed", "fit", "score", "journal", "rename", "torn", "report")
@@ -74,6 +80,18 @@ CONFIGS = {
         backend=BackendConfig("vi", {"epochs": 1, "min_steps": 30}),
     ),
 }  # fmt: skip
+# A lockstep batch: these runs in one process, a thread each, in <trial>/cell-<i>/.
+LOCKSTEP = {
+    "lockstep-bald-random": (
+        CONFIGS["mc_dropout-bald"], dataclasses.replace(CONFIGS["mc_dropout-bald"], strategy="random", seed=1),
+    ),
+}  # fmt: skip
+CASES: dict[str, tuple[RunConfig, ...]] = {**{name: (config,) for name, config in CONFIGS.items()}, **LOCKSTEP}
+
+
+def cell_dirs(name: str, run_dir: Path) -> list[Path]:
+    """Where a case's runs are: the run directory itself, or one per cell of a lockstep batch."""
+    return [run_dir / f"cell-{i}" for i in range(len(CASES[name]))] if name in LOCKSTEP else [run_dir]
 
 
 # ------------------------------------------------------------------ the child: one run, killed at a moment
@@ -157,8 +175,8 @@ def install(moments: Moments) -> None:
     matplotlib.figure.Figure.savefig = report_savefig  # type: ignore[method-assign]
 
 
-def child(config: RunConfig, run_dir: Path, kind: str | None, n: int, counts_path: Path | None) -> None:
-    """Start or resume the run in `run_dir`; exit 0 when it finishes, 3 on an exception (never returns)."""
+def child(name: str, run_dir: Path, kind: str | None, n: int, counts_path: Path | None) -> None:
+    """Start or resume the case's runs in `run_dir`; exit 0 when they finish, 3 on an exception (never returns)."""
     code = 0
     try:
         log = os.open(run_dir.parent / f"{run_dir.name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
@@ -167,10 +185,15 @@ def child(config: RunConfig, run_dir: Path, kind: str | None, n: int, counts_pat
         moments = Moments(kind, n)
         install(moments)
         quiet = lambda line: None  # noqa: E731
-        if (run_dir / "config.toml").exists():
+        if name in LOCKSTEP:
+            tasks = [CellTask(config, cell) for config, cell in zip(CASES[name], cell_dirs(name, run_dir))]
+            failed = [r for r in run_lockstep(tasks, 1) if r.status != "finished"]
+            if failed:
+                raise RuntimeError(f"lockstep cells did not finish: {failed}")
+        elif (run_dir / "config.toml").exists():
             resume_run(run_dir, echo=quiet)
         else:  # killed before config.toml was whole: what a person does is run it again
-            start_run(config, run_dir, echo=quiet)
+            start_run(CASES[name][0], run_dir, echo=quiet)
         if counts_path is not None:
             counts_path.write_text(json.dumps(moments.counts))
     except BaseException:
@@ -181,12 +204,12 @@ def child(config: RunConfig, run_dir: Path, kind: str | None, n: int, counts_pat
         os._exit(code)
 
 
-def fork_run(config: RunConfig, run_dir: Path, kind: str | None = None, n: int = 0, *, kill_after: float | None = None,
+def fork_run(name: str, run_dir: Path, kind: str | None = None, n: int = 0, *, kill_after: float | None = None,
              counts_path: Path | None = None) -> str:  # fmt: skip
     """Run one child to its end; 'finished', 'killed' or 'failed'."""
     pid = os.fork()
     if pid == 0:
-        child(config, run_dir, kind, n, counts_path)
+        child(name, run_dir, kind, n, counts_path)
     if kill_after is not None:
         deadline = time.monotonic() + kill_after
         while time.monotonic() < deadline:
@@ -214,7 +237,7 @@ def curve_rows(path: Path) -> list[dict[str, str]]:
 
 @dataclass
 class Reference:
-    """An uninterrupted run of one config: its files, duration and event counts."""
+    """An uninterrupted run of one config: its files, duration and event counts (of its whole case)."""
 
     seconds: float
     counts: dict[str, int]
@@ -280,18 +303,22 @@ def check_finished(run_dir: Path, ref: Reference) -> list[str]:
 # ------------------------------------------------------------------ the harness
 
 
-def reference(name: str, config: RunConfig, root: Path) -> Reference:
+def reference(name: str, root: Path) -> list[Reference]:
+    """The uninterrupted runs of a case, one Reference per run directory."""
     run_dir = root / f"reference-{name}"
     counts_path = root / f"reference-{name}.counts.json"
     start = time.perf_counter()
-    outcome = fork_run(config, run_dir, counts_path=counts_path)
+    outcome = fork_run(name, run_dir, counts_path=counts_path)
     seconds = time.perf_counter() - start
     if outcome != "finished":
         raise SystemExit(f"the uninterrupted {name} run {outcome}; see {run_dir}.log")
-    return Reference(
-        seconds, json.loads(counts_path.read_text()), (run_dir / "labels.csv").read_bytes(),
-        (run_dir / "config.toml").read_bytes(), curve_rows(run_dir / "curve.csv"),
-    )  # fmt: skip
+    return [
+        Reference(
+            seconds, json.loads(counts_path.read_text()), (cell / "labels.csv").read_bytes(),
+            (cell / "config.toml").read_bytes(), curve_rows(cell / "curve.csv"),
+        )
+        for cell in cell_dirs(name, run_dir)
+    ]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,32 +334,38 @@ def main(argv: list[str] | None = None) -> int:
         return harness(args.kills, args.seed, root)
 
 
-def trial(config: RunConfig, ref: Reference, run_dir: Path, rng: random.Random, budget: int) -> tuple[list[str], list[str]]:
-    """Kill one run at random moments (at most `budget` kills), resume it to the end; (moments killed at, problems)."""
+def trial(name: str, refs: list[Reference], run_dir: Path, rng: random.Random, budget: int) -> tuple[list[str], list[str]]:
+    """Kill one case's runs at random moments (at most `budget` kills), resume them to the end; (moments killed at, problems)."""
     kills: list[str] = []
+    cells = cell_dirs(name, run_dir)
+    ref = refs[0]  # the case's duration and event counts
+
+    def checked(check: Any) -> list[str]:
+        return [f"{cell.name}: {p}" if len(cells) > 1 else p for cell, r in zip(cells, refs) for p in check(cell, r)]
+
     while len(kills) < budget:
         kind = rng.choice(KINDS)
         n = rng.randint(1, max(1, ref.counts.get(kind, 1)))
         kill_after = rng.uniform(0, ref.seconds) if kind == "timed" else None
-        outcome = fork_run(config, run_dir, None if kind == "timed" else kind, n, kill_after=kill_after)
+        outcome = fork_run(name, run_dir, None if kind == "timed" else kind, n, kill_after=kill_after)
         if outcome == "failed":
             return kills, [f"a run failed; see {run_dir}.log"]
         if outcome == "finished":  # the moment did not come before the end
-            return kills, check_finished(run_dir, ref)
+            return kills, checked(check_finished)
         kills.append(f"timed@{kill_after:.2f}s" if kill_after is not None else f"{kind}#{n}")
-        problems = check_after_kill(run_dir, ref)
+        problems = checked(check_after_kill)
         if problems:
             return kills, problems
-    if fork_run(config, run_dir) != "finished":
+    if fork_run(name, run_dir) != "finished":
         return kills, [f"the last resume failed; see {run_dir}.log"]
-    return kills, check_finished(run_dir, ref)
+    return kills, checked(check_finished)
 
 
 def harness(kills: int, seed: int, root: Path) -> int:
     rng = random.Random(seed)
     start = time.perf_counter()
-    refs = {name: reference(name, config, root) for name, config in CONFIGS.items()}
-    for name, ref in refs.items():
+    refs = {name: reference(name, root) for name in CASES}
+    for name, (ref, *_) in refs.items():
         events = ", ".join(f"{kind} {ref.counts.get(kind, 0)}" for kind in KINDS[1:])
         print(f"uninterrupted {name}: {ref.seconds:.1f} s; events {events}", flush=True)
     killed: Counter[str] = Counter()
@@ -340,8 +373,8 @@ def harness(kills: int, seed: int, root: Path) -> int:
     n_trials = 0
     while sum(killed.values()) < kills and len(failures) < 5:
         n_trials += 1
-        name = rng.choice(list(CONFIGS))
-        moments, problems = trial(CONFIGS[name], refs[name], root / f"trial-{n_trials:04d}-{name}", rng, kills - sum(killed.values()))
+        name = rng.choice(list(CASES))
+        moments, problems = trial(name, refs[name], root / f"trial-{n_trials:04d}-{name}", rng, kills - sum(killed.values()))
         killed.update(moment.split("#")[0].split("@")[0] for moment in moments)
         where = f"trial {n_trials} ({name}, --seed {seed}), killed at {' '.join(moments) or 'no moment'}"
         failures += [f"{where}: {problem}" for problem in problems]

@@ -9,19 +9,22 @@ every item: K whole networks, folded into the head's weights (see `alab.models`)
 from __future__ import annotations
 
 import copy
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
+from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
 from alab.backends.base import BACKENDS, SCHEDULES, SampledNetworks, epoch_batches, gradient_embedding, random_shift
 from alab.config import from_mapping
 from alab.errors import AlabError
-from alab.models import ConvDropoutHead, Network, build_model, inference_trunk
+from alab.models import ConvDropoutHead, Network, build_model, inference_trunk, mask_from_uniform
 
 
 WEIGHT_DECAY_ON = ("all", "head_first_weight")
@@ -140,6 +143,86 @@ def train_classifier(
     network.eval()
 
 
+def stackable(network: Network, params: MCDropoutParams, validation: tuple[Tensor, Tensor] | None) -> bool:
+    """Whether this fit can train in a stack (`train_stacked`) to the same bits in a stack of any size.
+
+    Not with early stopping (the networks would stop at different epochs), nor with convolutions:
+    vmap runs M convolutions as one grouped convolution, whose sums depend on M (measured: the Gal
+    and Kirsch CNNs differ in the last digits between a stack of 1 and of 3), so a cell resumed in
+    another group would not continue its curve. On this CPU stacking them gained nothing anyway
+    (benchmarks/ensemble_training.py: 1.11x slower than one after another).
+    """
+    has_convolution = any(isinstance(layer, torch.nn.Conv2d) for layer in network.modules())
+    return not has_convolution and not (validation is not None and params.early_stopping > 0)
+
+
+def train_stacked(
+    networks: Sequence[Network], xs: Sequence[Tensor], ys: Sequence[Tensor], params: MCDropoutParams, generators: Sequence[torch.Generator]
+) -> None:
+    """`train_classifier` of M networks of one architecture at once, each on its own data (the same N)
+    and from its own generator, as one stacked model (`torch.func.vmap` over `functional_call`).
+
+    Network m draws its minibatch order, shifts and dropout masks from generators[m] in exactly the
+    order `train_classifier` draws them, so it sees the same batches and masks as when it trains
+    alone; the stacked loss is sum_m loss_m, whose gradient in network m's weights is loss_m's, and
+    Adam is elementwise. Stacking changes only how the products are batched: see `alab.lockstep`
+    for what that leaves bit-identical. Masks are drawn into one [M, ...] buffer per layer (a draw per
+    network, the thresholding once for all), the cost that stays serial in M.
+    """
+    M, n = len(networks), xs[0].shape[0]
+    base = networks[0]
+    stacked, buffers = stack_module_state(list(networks))  # {name: [M, ...]} leaves that require grad
+    names = {id(t): name for name, t in base.named_parameters()}
+    groups = [
+        {**group, "params": [stacked[names[id(t)]] for t in group["params"]]} for group in _parameter_groups(base, params, n)
+    ]  # fmt: skip
+    optimizer = torch.optim.Adam(groups, lr=params.lr)  # not fused: its CPU kernel rounds a network differently in stacks of other sizes
+    streams = [
+        itertools.chain.from_iterable(epoch_batches(
+            n, params.batch_size, epochs=params.epochs, min_steps=params.min_steps, generator=g, device=xs[0].device,
+            schedule=params.schedule, epoch_samples=params.epoch_samples,
+        ))
+        for g in generators
+    ]  # fmt: skip
+
+    def loss_of_one(weights: dict[str, Tensor], state: dict[str, Tensor], x_B: Tensor, y_B: Tensor, masks: list[Tensor]) -> Tensor:
+        return base.loss(functional_call(base, (weights, state), (x_B,), {"masks": masks}), y_B)
+
+    loss_M = vmap(loss_of_one)
+    base.train()
+    for batches in zip(*streams):
+        x_M_B = torch.stack([
+            x[batch] if not params.augment_shift else random_shift(x[batch], params.augment_shift, g)
+            for x, batch, g in zip(xs, batches, generators)
+        ])  # fmt: skip
+        y_M_B = torch.stack([y[batch] for y, batch in zip(ys, batches)])
+        draws = base.head.mask_draws(len(batches[0]))
+        uniforms = [torch.empty((M, *shape)) for shape, _, _ in draws]
+        for m, g in enumerate(generators):  # network m's draws, in its own order (one step's masks follow its shifts)
+            for uniform in uniforms:
+                torch.rand(uniform.shape[1:], generator=g, out=uniform[m])
+        masks = [mask_from_uniform(u, p, group).to(x_M_B.device) for u, (_, p, group) in zip(uniforms, draws)]
+        loss = loss_M(stacked, buffers, x_M_B, y_M_B, masks).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        for m, network in enumerate(networks):
+            for name, tensor in network.named_parameters():
+                tensor.copy_(stacked[name][m])
+            network.eval()
+
+
+def _train(network: Network, x: Tensor, y: Tensor, params: MCDropoutParams, generator: torch.Generator, *,
+           validation: tuple[Tensor, Tensor] | None) -> None:  # fmt: skip
+    train_classifier(network, x, y, params, generator, validation=validation)
+
+
+# What trains a cell's network: `train_classifier` here, a lockstep group's stacked fit in `alab.lockstep`
+# (set per thread, one thread a cell). Called as trainer(network, x, y, params, generator, validation=...).
+TRAINER: ContextVar[Callable[..., None]] = ContextVar("mc_dropout_trainer", default=_train)
+
+
 class MCDropoutBackend:
     """MC dropout classifier: a `Network` trained with dropout, sampled by K shared dropout masks.
 
@@ -178,7 +261,7 @@ class MCDropoutBackend:
         if self.network_ is None or not self.params.warm_start:
             self.network_ = self._build(generator).to(self.device)
         self.trunk_ = None
-        train_classifier(self.network_, x.to(self.device), y.to(self.device), self.params, generator, validation=self.validation)
+        TRAINER.get()(self.network_, x.to(self.device), y.to(self.device), self.params, generator, validation=self.validation)
         return self
 
     def sample_networks(self, k: int, *, generator: torch.Generator) -> SampledNetworks:

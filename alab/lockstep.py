@@ -1,0 +1,241 @@
+"""Lockstep grids: the cells of a comparison in one process, their fits trained as one stacked model.
+
+In round r every cell of a fresh grid holds `initial + r * query_size` labels, so the cells that
+share data set, backend, model and protocol (everything but strategy and seed) fit networks of the
+same shape on labeled sets of the same size. The lockstep executor gives each such group's cells a
+thread each in one worker process, running the ordinary loop (`alab.compare.run_cell`: its own run
+directory, journal, checkpoint, curve and log). Only the fit is shared: a cell's backend hands its
+fit to the group (`FitGroup`, through `alab.backends.mc_dropout.TRAINER`), which waits until every
+cell still running has asked, then trains the networks of each same-shaped set of requests as one
+stack (`train_stacked`). Scoring, evaluation, selection and labels stay per cell, in its thread.
+
+What is bit-identical: a cell's fit in a stack of M equals the same fit in a stack of any other
+cells, or alone in a stack of 1 (each network's products are separate batched products, Adam is
+elementwise, every draw comes from the cell's own generators in the solo order). So a lockstep grid
+stopped or killed at any moment and run again resumes every cell to the curve it would have had,
+however the resumed cells group. What is not: the stacked and the solo fit (`train_classifier`,
+the process executor, `alab resume` of one cell) compute the last layer's weight gradient in
+another summation order (last-digit differences from the first step, then other fits and picks);
+`benchmarks/grid_speed.py` measures how far the grid's summary moves.
+
+Falls back to one cell a process (the process executor's way): cells of a backend other than MC
+dropout, and fits with early stopping (networks that stop at different epochs) are trained alone
+in their thread. Groups are split into as many worker processes as `workers`, each with its share
+of the cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+LOCKSTEP_BACKENDS = ("mc_dropout",)
+
+
+def group_key(config: Any, probes: dict[str, bool] | None = None) -> str | None:
+    """The cells that may train together share this key (their config but strategy and seed); None: they cannot stack.
+
+    Whether a group can stack is read from its backend, built once per key (`probes` caches it):
+    an MC dropout network without convolutions and without early stopping (`stackable`).
+    """
+    from alab.backends.mc_dropout import stackable
+    from alab.loop import build_parts
+
+    if config.backend.name not in LOCKSTEP_BACKENDS:
+        return None
+    key = repr(dataclasses.replace(config, strategy="", seed=0, schedule=()))
+    probes = {} if probes is None else probes
+    if key not in probes:
+        backend = build_parts(dataclasses.replace(config, strategy="random", schedule=())).backend
+        probes[key] = stackable(backend._build(torch.Generator()), backend.params, backend.validation)
+    return key if probes[key] else None
+
+
+@dataclass
+class FitRequest:
+    network: Any
+    x: Tensor
+    y: Tensor
+    params: Any
+    generator: torch.Generator
+    validation: tuple[Tensor, Tensor] | None
+    done: bool = False
+    error: BaseException | None = None
+    cpu_share: float = 0.0  # this fit's share of the process CPU time its stack took
+
+
+class FitGroup:
+    """Where the cells of one lockstep process meet at each fit.
+
+    A cell's thread calls `fit` and blocks; when every cell still running has asked (`leave` takes a
+    finished one out), the last to ask trains them all (`train_requests`) and wakes the others.
+    `stop` makes every waiting fit, and every later one, raise KeyboardInterrupt: the cell's loop
+    records "stopped" as after a Ctrl-C.
+    """
+
+    def __init__(self, cells: int) -> None:
+        self.condition = threading.Condition()
+        self.live = cells
+        self.pending: list[FitRequest] = []
+        self.stopped = False
+
+    def fit(self, network: Any, x: Tensor, y: Tensor, params: Any, generator: torch.Generator, *,
+            validation: tuple[Tensor, Tensor] | None = None) -> None:  # fmt: skip
+        request = FitRequest(network, x, y, params, generator, validation)
+        with self.condition:
+            if self.stopped:
+                raise KeyboardInterrupt
+            self.pending.append(request)
+            self._train_when_all_asked()
+            while not request.done and not self.stopped:
+                self.condition.wait()
+        if not request.done:
+            raise KeyboardInterrupt
+        if request.error is not None:
+            raise request.error
+        local.shares += request.cpu_share
+
+    def leave(self) -> None:
+        """A cell's thread ends (finished, waiting, stopped or failed): the others no longer wait for it."""
+        with self.condition:
+            self.live -= 1
+            self._train_when_all_asked()
+
+    def stop(self) -> None:
+        with self.condition:
+            self.stopped = True
+            self.condition.notify_all()
+
+    def _train_when_all_asked(self) -> None:
+        if not self.pending or len(self.pending) < self.live:
+            return
+        requests, self.pending = self.pending, []
+        cpu0 = time.process_time()
+        try:
+            train_requests(requests)
+        except BaseException as err:  # noqa: BLE001 -- each cell's loop reports it as its own failure
+            for request in requests:
+                request.error = err
+        share = (time.process_time() - cpu0) / len(requests)
+        local.stack_cpu += time.process_time() - cpu0  # counted in this thread's own time: shared out instead
+        for request in requests:
+            request.cpu_share, request.done = share, True
+        self.condition.notify_all()
+
+
+def train_requests(requests: Sequence[FitRequest]) -> None:
+    """Train every request: those of one shape and setting as one stack, one that cannot stack alone."""
+    from alab.backends.mc_dropout import stackable, train_classifier, train_stacked
+
+    stacks: dict[tuple[Any, ...], list[FitRequest]] = defaultdict(list)
+    for request in requests:
+        if not stackable(request.network, request.params, request.validation):
+            train_classifier(request.network, request.x, request.y, request.params, request.generator, validation=request.validation)
+            continue
+        key = (repr(request.params), tuple(request.x.shape), request.x.dtype, str(request.x.device), type(request.network.head).__name__,
+               tuple((name, tuple(t.shape)) for name, t in request.network.named_parameters()))  # fmt: skip
+        stacks[key].append(request)
+    for stack in stacks.values():
+        train_stacked(
+            [r.network for r in stack], [r.x for r in stack], [r.y for r in stack], stack[0].params, [r.generator for r in stack]
+        )  # fmt: skip
+
+
+class _ThreadLocal(threading.local):
+    stack_cpu = 0.0  # process CPU seconds of the stacked fits this thread trained (for all its group's cells)
+    shares = 0.0  # this cell's shares of the stacked fits' CPU seconds
+    log: Any = None  # the cell's log.txt, where its thread's lines go (`_ThreadStreams`)
+
+
+local = _ThreadLocal()
+
+
+def cell_cpu_seconds() -> float:
+    """The CPU time of this thread's cell: its thread's own, outside the stacks it trained, plus its shares of every stack."""
+    return time.thread_time() - local.stack_cpu + local.shares
+
+
+class _ThreadStreams:
+    """sys.stdout / sys.stderr of a lockstep process: each thread's writes go to its cell's log."""
+
+    def __init__(self, fallback: Any) -> None:
+        self.fallback = fallback
+
+    def write(self, text: str) -> int:
+        return (local.log or self.fallback).write(text)
+
+    def flush(self) -> None:
+        (local.log or self.fallback).flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def run_lockstep(tasks: Sequence[Any], threads: int) -> list[Any]:
+    """Run (or resume) `tasks` (CellTask) in this process, a thread each, their fits trained together.
+
+    Returns each cell's CellResult. A SIGINT (the worker's handler raises KeyboardInterrupt here)
+    stops every cell at its next fit, or at once if it waits for one.
+    """
+    import sys
+
+    from alab import compare
+    from alab.backends import mc_dropout
+
+    if compare._stop_requested:
+        return [compare.CellResult(t.run_dir.name, "stopped", 0.0, 0.0) for t in tasks]
+    torch.set_num_threads(max(1, threads))
+    group = FitGroup(len(tasks))
+    results: dict[int, Any] = {}
+
+    def cell(i: int, task: Any) -> None:
+        mc_dropout.TRAINER.set(group.fit)
+        try:
+            results[i] = compare.run_cell(task.config, task.run_dir, threads, lockstep=True)
+        finally:
+            group.leave()
+
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _ThreadStreams(sys.stdout), _ThreadStreams(sys.stderr)
+    workers = [threading.Thread(target=cell, args=(i, task), name=f"cell-{task.run_dir.name}") for i, task in enumerate(tasks)]
+    compare._cell_running = True
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            while worker.is_alive():
+                worker.join(0.2)  # short waits: the main thread must be free to take a SIGINT
+    except KeyboardInterrupt:
+        group.stop()
+        for worker in workers:
+            worker.join()
+    finally:
+        compare._cell_running = False
+        sys.stdout, sys.stderr = saved
+    return [results.get(i) or compare.CellResult(t.run_dir.name, "stopped", 0.0, 0.0) for i, t in enumerate(tasks)]
+
+
+def split(tasks: Sequence[Any], workers: int) -> list[list[Any]]:
+    """The lockstep batches of a grid: cells grouped by `group_key`, each group dealt out over `workers` processes;
+    a cell that cannot stack is a batch of its own."""
+    groups: dict[str, list[Any]] = defaultdict(list)
+    batches: list[list[Any]] = []
+    probes: dict[str, bool] = {}
+    for task in tasks:
+        key = group_key(task.config, probes)
+        if key is None:
+            batches.append([task])
+        else:
+            groups[key].append(task)
+    for members in groups.values():
+        parts = min(workers, len(members))
+        batches += [members[i::parts] for i in range(parts)]
+    return sorted(batches, key=len, reverse=True)
