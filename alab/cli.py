@@ -141,7 +141,7 @@ def compare(
     pool_subsample: Annotated[int | None, typer.Option(help="Score a random subset of this many pool items per round.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     workers: Annotated[int | None, typer.Option(help="Cells run at once (torch threads are shared out among them).")] = None,
-    executor: Annotated[str, typer.Option(help="local (a worker process a cell), lockstep (cells that can train together as one stacked model: MC dropout; see alab.lockstep) or ray (a Ray cluster).")] = "local",
+    executor: Annotated[str, typer.Option(help="lockstep (cells that can train together as one stacked model: MC dropout MLPs, the others a process each; see alab.lockstep), local (a worker process a cell) or ray (a Ray cluster).")] = "lockstep",
     address: Annotated[str | None, typer.Option(help="Ray cluster address (--executor ray); default: a local Ray.")] = None,
     out: Annotated[Path | None, typer.Option(help="Comparison directory (default results/<recipe name>).")] = None,
     config: Annotated[Path | None, typer.Option(help="Base TOML for the flag form (run keys, [backend], [compare]).")] = None,

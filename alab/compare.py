@@ -326,12 +326,12 @@ class LocalExecutor:
     (`alab.lockstep`); the others one cell a worker, as without it.
     """
 
-    def __init__(self, workers: int, *, lockstep: bool = False) -> None:
+    def __init__(self, workers: int, *, lockstep: bool = True) -> None:
         self.workers = workers
         self.lockstep = lockstep
 
     def run(self, tasks: Sequence[CellTask]) -> Iterator[CellResult]:
-        from alab.lockstep import run_lockstep, split
+        from alab.lockstep import LockstepBatch, run_lockstep, split
 
         batches = split(tasks, self.workers) if self.lockstep else [[t] for t in tasks]
         workers = min(self.workers, len(batches)) or 1
@@ -340,7 +340,7 @@ class LocalExecutor:
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=_init_worker, initargs=(os.getpid(),))
         try:
             pending = {
-                pool.submit(run_lockstep, batch, threads) if self.lockstep else pool.submit(run_cell, batch[0].config, batch[0].run_dir, threads)
+                pool.submit(run_lockstep, batch, threads) if isinstance(batch, LockstepBatch) else pool.submit(run_cell, batch[0].config, batch[0].run_dir, threads)
                 for batch in batches
             }  # fmt: skip
             while pending:
@@ -457,11 +457,16 @@ def validate(comparison: Comparison) -> None:
         raise AlabError(f"compare.datasets mixes classification and regression: {kinds}; compare each kind in its own comparison")
 
 
-EXECUTORS = ("local", "lockstep", "ray")
+EXECUTORS = ("lockstep", "local", "ray")
 
 
 def make_executor(name: str, workers: int, address: str | None = None) -> Executor:
-    """local: a worker process a cell; lockstep: cells that can train together as one stacked model (`alab.lockstep`); ray."""
+    """lockstep (the default): cells that can train together as one stacked model (`alab.lockstep`), the
+    others a worker process a cell; local: a worker process every cell; ray: Ray tasks.
+
+    Lockstep is the default because it is never the slower (benchmarks/grid_speed.py, 2 CPU cores:
+    digits-quick 1.46x faster; a Gal CNN grid runs its cells as local does, CNNs do not stack).
+    """
     if name not in EXECUTORS:
         raise AlabError(f"unknown executor {name!r}; choose one of: {', '.join(EXECUTORS)}")
     if name == "ray":

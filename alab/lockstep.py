@@ -196,27 +196,31 @@ def run_lockstep(tasks: Sequence[Any], threads: int) -> list[Any]:
     group = FitGroup(len(tasks))
     results: dict[int, Any] = {}
 
+    ended = [threading.Event() for _ in tasks]
+
     def cell(i: int, task: Any) -> None:
         mc_dropout.TRAINER.set(group.fit)
         try:
             results[i] = compare.run_cell(task.config, task.run_dir, threads, lockstep=True)
         finally:
             group.leave()
+            ended[i].set()
 
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _ThreadStreams(sys.stdout), _ThreadStreams(sys.stderr)
-    workers = [threading.Thread(target=cell, args=(i, task), name=f"cell-{task.run_dir.name}") for i, task in enumerate(tasks)]
     compare._cell_running = True
     try:
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            while worker.is_alive():
-                worker.join(0.2)  # short waits: the main thread must be free to take a SIGINT
+        for i, task in enumerate(tasks):
+            threading.Thread(target=cell, args=(i, task), name=f"cell-{task.run_dir.name}").start()
+        for event in ended:
+            while not event.wait(0.2):  # short waits: the main thread must be free to take a SIGINT
+                pass
     except KeyboardInterrupt:
+        # Waited for on events, not Thread.join: a join that a KeyboardInterrupt interrupts can leave its
+        # thread marked as ended (Python 3.11), and the cells would be abandoned mid-round.
         group.stop()
-        for worker in workers:
-            worker.join()
+        for event in ended:
+            event.wait()
     finally:
         compare._cell_running = False
         sys.stdout, sys.stderr = saved
@@ -224,8 +228,9 @@ def run_lockstep(tasks: Sequence[Any], threads: int) -> list[Any]:
 
 
 def split(tasks: Sequence[Any], workers: int) -> list[list[Any]]:
-    """The lockstep batches of a grid: cells grouped by `group_key`, each group dealt out over `workers` processes;
-    a cell that cannot stack is a batch of its own."""
+    """The lockstep batches of a grid: cells grouped by `group_key`, each group dealt out over `workers`
+    processes (`run_lockstep`); a cell that cannot stack is a batch of its own, run as the process
+    executor runs it (`alab.compare.run_cell`)."""
     groups: dict[str, list[Any]] = defaultdict(list)
     batches: list[list[Any]] = []
     probes: dict[str, bool] = {}
@@ -237,5 +242,9 @@ def split(tasks: Sequence[Any], workers: int) -> list[list[Any]]:
             groups[key].append(task)
     for members in groups.values():
         parts = min(workers, len(members))
-        batches += [members[i::parts] for i in range(parts)]
+        batches += [LockstepBatch(members[i::parts]) for i in range(parts)]
     return sorted(batches, key=len, reverse=True)
+
+
+class LockstepBatch(list):
+    """Cells that train together in one process (`run_lockstep`); a plain list is one cell run alone."""

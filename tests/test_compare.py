@@ -146,7 +146,8 @@ def test_a_regression_compare_reports_rmse(tmp_path: Path) -> None:
 
 def test_a_killed_compare_resumes_and_keeps_finished_cells(tmp_path: Path) -> None:
     path = recipe(tmp_path, 'strategies = ["bald", "random"]\nseeds = 1\nworkers = 1', run=FAST)
-    args = ["compare", str(path), "--rounds", "4"]
+    # One cell after the other, each alone, as a run is: the lockstep executor's kills are the crash harness's
+    args = ["compare", str(path), "--rounds", "4", "--executor", "local"]
     cells = {c.name: c for c in load_comparison(path, {"rounds": 4}).cells()}
     # One thread on one core, here and in the compare (its worker takes the cores it may use): the
     # curves are compared bit for bit, and a multi-threaded BLAS may split its sums by the cores it
@@ -284,7 +285,7 @@ def test_a_stop_between_two_results_stops_the_running_cells_and_starts_no_queued
     first, *rest = comparison.cells()
     tasks = [CellTask(dataclasses.replace(first.config, rounds=1), tmp_path / "cmp" / "cells" / first.name)]
     tasks += [CellTask(c.config, tmp_path / "cmp" / "cells" / c.name) for c in rest]
-    results = LocalExecutor(1).run(tasks)
+    results = LocalExecutor(1, lockstep=False).run(tasks)
     assert next(results).status == "finished"  # the short cell; the next one is running, more are queued
     second = tasks[1].run_dir / "curve.csv"
     deadline = time.monotonic() + 120

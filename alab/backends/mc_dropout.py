@@ -8,10 +8,11 @@ every item: K whole networks, folded into the head's weights (see `alab.models`)
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -146,14 +147,16 @@ def train_classifier(
 def stackable(network: Network, params: MCDropoutParams, validation: tuple[Tensor, Tensor] | None) -> bool:
     """Whether this fit can train in a stack (`train_stacked`) to the same bits in a stack of any size.
 
-    Not with early stopping (the networks would stop at different epochs), nor with convolutions:
+    Not for regression (torch's Gaussian NLL checks its variances with a branch, which vmap refuses),
+    not with early stopping (the networks would stop at different epochs), nor with convolutions:
     vmap runs M convolutions as one grouped convolution, whose sums depend on M (measured: the Gal
     and Kirsch CNNs differ in the last digits between a stack of 1 and of 3), so a cell resumed in
     another group would not continue its curve. On this CPU stacking them gained nothing anyway
     (benchmarks/ensemble_training.py: 1.11x slower than one after another).
     """
     has_convolution = any(isinstance(layer, torch.nn.Conv2d) for layer in network.modules())
-    return not has_convolution and not (validation is not None and params.early_stopping > 0)
+    stops_early = validation is not None and params.early_stopping > 0
+    return network.task == "classification" and not has_convolution and not stops_early
 
 
 def train_stacked(
@@ -167,7 +170,7 @@ def train_stacked(
     alone; the stacked loss is sum_m loss_m, whose gradient in network m's weights is loss_m's, and
     Adam is elementwise. Stacking changes only how the products are batched: see `alab.lockstep`
     for what that leaves bit-identical. Masks are drawn into one [M, ...] buffer per layer (a draw per
-    network, the thresholding once for all), the cost that stays serial in M.
+    network, the thresholding once for all), the cost that stays serial in M. Trains on one thread.
     """
     M, n = len(networks), xs[0].shape[0]
     base = networks[0]
@@ -190,27 +193,40 @@ def train_stacked(
 
     loss_M = vmap(loss_of_one)
     base.train()
-    for batches in zip(*streams):
-        x_M_B = torch.stack([
-            x[batch] if not params.augment_shift else random_shift(x[batch], params.augment_shift, g)
-            for x, batch, g in zip(xs, batches, generators)
-        ])  # fmt: skip
-        y_M_B = torch.stack([y[batch] for y, batch in zip(ys, batches)])
-        draws = base.head.mask_draws(len(batches[0]))
-        uniforms = [torch.empty((M, *shape)) for shape, _, _ in draws]
-        for m, g in enumerate(generators):  # network m's draws, in its own order (one step's masks follow its shifts)
-            for uniform in uniforms:
-                torch.rand(uniform.shape[1:], generator=g, out=uniform[m])
-        masks = [mask_from_uniform(u, p, group).to(x_M_B.device) for u, (_, p, group) in zip(uniforms, draws)]
-        loss = loss_M(stacked, buffers, x_M_B, y_M_B, masks).sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    with _one_thread():
+        for batches in zip(*streams):
+            x_M_B = torch.stack([
+                x[batch] if not params.augment_shift else random_shift(x[batch], params.augment_shift, g)
+                for x, batch, g in zip(xs, batches, generators)
+            ])  # fmt: skip
+            y_M_B = torch.stack([y[batch] for y, batch in zip(ys, batches)])
+            draws = base.head.mask_draws(len(batches[0]))
+            uniforms = [torch.empty((M, *shape)) for shape, _, _ in draws]
+            for m, g in enumerate(generators):  # network m's draws, in its own order (one step's masks follow its shifts)
+                for uniform in uniforms:
+                    torch.rand(uniform.shape[1:], generator=g, out=uniform[m])
+            masks = [mask_from_uniform(u, p, group).to(x_M_B.device) for u, (_, p, group) in zip(uniforms, draws)]
+            loss = loss_M(stacked, buffers, x_M_B, y_M_B, masks).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
     with torch.no_grad():
         for m, network in enumerate(networks):
             for name, tensor in network.named_parameters():
                 tensor.copy_(stacked[name][m])
             network.eval()
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Torch on one thread (this thread's setting), restored after: on two threads one network's product
+    alone is split over them while a stack's run one a thread, and their sums differ in the last digits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _train(network: Network, x: Tensor, y: Tensor, params: MCDropoutParams, generator: torch.Generator, *,
