@@ -368,7 +368,8 @@ def _cost_section(per_cell: pd.DataFrame) -> list[str]:
     rows = [[s, f"{r['wall_seconds']:.0f}", f"{r['cpu_seconds']:.0f}"] for s, r in by.iterrows()]
     rows.append(["all cells", f"{per_cell['wall_seconds'].sum():.0f}", f"{per_cell['cpu_seconds'].sum():.0f}"])
     return ["## Cost", "", "Seconds summed over cells (and over the attempts of a resumed cell). Wall seconds of "
-            "cells that ran side by side overlap; CPU seconds count every thread of a cell's process.", "",
+            "cells that ran side by side overlap; CPU seconds count every thread of a cell's process, or in a lockstep "
+            "process (`alab.lockstep`) the cell's own thread and its share of the stacked fits.", "",
             markdown_table(["strategy", "wall s", "CPU s"], rows), ""]  # fmt: skip
 
 
