@@ -434,6 +434,7 @@ def validate(comparison: Comparison) -> None:
     sets share one task: a report ranks by one metric (`alab.report.Headline`), accuracy or RMSE.
     """
     from alab.backends import BACKENDS
+    from alab.lockstep import note_backend
     from alab.loop import build_parts
     from alab.acquisition.auto import AUTO, strategy_names
     from alab.acquisition.strategies import STRATEGIES
@@ -447,7 +448,9 @@ def validate(comparison: Comparison) -> None:
     for cell in comparison.cells():
         key = (cell.config.dataset, cell.config.backend.name)
         if key not in checked:
-            task = build_parts(cell.config).task
+            parts = build_parts(cell.config)
+            note_backend(cell.config, parts.backend)  # whether the lockstep executor can stack its cells
+            task = parts.task
             for name in (name for strategy in comparison.table.strategies for name in strategy_names(strategy, task.name)):
                 check_task_support(task, name, cell.config.backend.name, BACKENDS.get(cell.config.backend.name), cell.config.oracle.name)
             tasks[cell.config.dataset] = task.name

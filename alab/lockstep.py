@@ -40,23 +40,35 @@ from torch import Tensor
 LOCKSTEP_BACKENDS = ("mc_dropout",)
 
 
-def group_key(config: Any, probes: dict[str, bool] | None = None) -> str | None:
+_stackable_groups: dict[str, bool] = {}  # group key -> whether its fits stack (this process: the driver)
+
+
+def _key(config: Any) -> str:
+    return repr(dataclasses.replace(config, strategy="", seed=0, schedule=()))
+
+
+def note_backend(config: Any, backend: Any) -> None:
+    """Record whether `config`'s group can stack, from its backend already built (`alab.compare.validate`)."""
+    from alab.backends.mc_dropout import MCDropoutBackend, stackable
+
+    if isinstance(backend, MCDropoutBackend):
+        _stackable_groups[_key(config)] = stackable(backend._build(torch.Generator()), backend.params, backend.validation)
+
+
+def group_key(config: Any) -> str | None:
     """The cells that may train together share this key (their config but strategy and seed); None: they cannot stack.
 
-    Whether a group can stack is read from its backend, built once per key (`probes` caches it):
-    an MC dropout network without convolutions and without early stopping (`stackable`).
+    Whether a group can stack is read from its backend (`note_backend`), built here if `validate` has
+    not: an MC dropout classifier without convolutions and without early stopping (`stackable`).
     """
-    from alab.backends.mc_dropout import stackable
     from alab.loop import build_parts
 
     if config.backend.name not in LOCKSTEP_BACKENDS:
         return None
-    key = repr(dataclasses.replace(config, strategy="", seed=0, schedule=()))
-    probes = {} if probes is None else probes
-    if key not in probes:
-        backend = build_parts(dataclasses.replace(config, strategy="random", schedule=())).backend
-        probes[key] = stackable(backend._build(torch.Generator()), backend.params, backend.validation)
-    return key if probes[key] else None
+    key = _key(config)
+    if key not in _stackable_groups:
+        note_backend(config, build_parts(dataclasses.replace(config, strategy="random", schedule=())).backend)
+    return key if _stackable_groups[key] else None
 
 
 @dataclass
@@ -233,9 +245,8 @@ def split(tasks: Sequence[Any], workers: int) -> list[list[Any]]:
     executor runs it (`alab.compare.run_cell`)."""
     groups: dict[str, list[Any]] = defaultdict(list)
     batches: list[list[Any]] = []
-    probes: dict[str, bool] = {}
     for task in tasks:
-        key = group_key(task.config, probes)
+        key = group_key(task.config)
         if key is None:
             batches.append([task])
         else:
