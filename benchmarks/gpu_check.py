@@ -7,6 +7,10 @@
    items per second, achieved TFLOP/s beside a large matmul's in the same run, peak GPU memory, the
    overlap of the autocast top-100 with float32's, and how many host synchronizations the scoring
    loop made per chunk (torch.cuda.set_sync_debug_mode counts them; the goal is none per chunk).
+3. Lockstep's stacked fits (alab.lockstep) on the GPU, for the digits MLP and the Gal CNN: is a
+   network trained in a stack of 1 bit-identical to the same network in a stack of 3 (what a lockstep
+   grid's exact resume rests on; on the CPU it holds for MLPs, not for CNNs), and how 16 stacked fits
+   compare with one fit alone (what a stacked grid could gain on this GPU).
 """
 
 from __future__ import annotations
@@ -85,6 +89,43 @@ def main() -> None:
         print(f"{name:>8}: {pool.seconds:.2f} s, {rate:,.0f} items/s, {rate * flops_per_item / 1e12:.1f} TFLOP/s, "
               f"peak {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB, {syncs / (ITEMS / CHUNK):.1f} host syncs per chunk, "
               f"top-100 overlap with float32 {len(results[name] & results['float32'])}/100")  # fmt: skip
+
+    stacked_fits(cuda)
+
+
+def stacked_fits(device: torch.device) -> None:
+    from alab.backends.mc_dropout import MCDropoutParams, train_classifier, train_stacked
+
+    for model, shape in (("mlp", (64,)), ("gal_cnn", (1, 28, 28))):
+        params = MCDropoutParams(model=model, epochs=1, min_steps=200)
+
+        def data(m: int) -> tuple[torch.Tensor, torch.Tensor]:
+            g = torch.Generator().manual_seed(m)
+            return torch.randn((128, *shape), generator=g).to(device), torch.randint(0, 10, (128,), generator=g).to(device)
+
+        def networks(members: list[int]) -> list[torch.nn.Module]:
+            return [build_model(model, shape, 10, torch.Generator().manual_seed(m)).to(device) for m in members]
+
+        def stack(members: list[int]) -> tuple[list[torch.nn.Module], float]:
+            nets, (xs, ys) = networks(members), zip(*(data(m) for m in members))
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            train_stacked(nets, list(xs), list(ys), params, [torch.Generator().manual_seed(50 + m) for m in members])
+            torch.cuda.synchronize()
+            return nets, time.perf_counter() - start
+
+        one, _ = stack([1])
+        three, _ = stack([0, 1, 2])
+        same = all(torch.equal(a, b) for a, b in zip(one[0].parameters(), three[1].parameters()))
+        _, stacked_seconds = stack(list(range(16)))
+        solo, (x, y) = networks([0])[0], data(0)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        train_classifier(solo, x, y, params, torch.Generator().manual_seed(50))
+        torch.cuda.synchronize()
+        alone = time.perf_counter() - start
+        print(f"stacked fits, {model}: a stack of 1 equals a stack of 3 bit for bit: {same}; 16 stacked {stacked_seconds:.2f} s, "
+              f"one alone {alone:.2f} s: {16 * alone / stacked_seconds:.1f}x of 16 one after another")
 
 
 if __name__ == "__main__":
