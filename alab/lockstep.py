@@ -80,7 +80,6 @@ class FitRequest:
     y: Tensor
     params: Any
     generator: torch.Generator
-    validation: tuple[Tensor, Tensor] | None
     done: bool = False
     error: BaseException | None = None
     cpu_share: float = 0.0  # this fit's share of the process CPU time its stack took
@@ -103,7 +102,9 @@ class FitGroup:
 
     def fit(self, network: Any, x: Tensor, y: Tensor, params: Any, generator: torch.Generator, *,
             validation: tuple[Tensor, Tensor] | None = None) -> None:  # fmt: skip
-        request = FitRequest(network, x, y, params, generator, validation)
+        """`train_classifier`'s call, trained with the group's other fits; `validation` is not read (a
+        group that stops early does not stack, `group_key`)."""
+        request = FitRequest(network, x, y, params, generator)
         with self.condition:
             if self.stopped:
                 raise KeyboardInterrupt
@@ -138,25 +139,24 @@ class FitGroup:
         except BaseException as err:  # noqa: BLE001 -- each cell's loop reports it as its own failure
             for request in requests:
                 request.error = err
-        share = (time.process_time() - cpu0) / len(requests)
-        local.stack_cpu += time.process_time() - cpu0  # counted in this thread's own time: shared out instead
+        spent = time.process_time() - cpu0
+        local.stack_cpu += spent  # counted in this thread's own time: shared out instead
         for request in requests:
-            request.cpu_share, request.done = share, True
+            request.cpu_share, request.done = spent / len(requests), True
         self.condition.notify_all()
 
 
 def train_requests(requests: Sequence[FitRequest]) -> None:
-    """Train every request: those of one shape and setting as one stack, one that cannot stack alone."""
-    from alab.backends.mc_dropout import stackable, train_classifier, train_stacked
+    """Train every request, those on labeled sets of one size as one stack.
 
-    stacks: dict[tuple[Any, ...], list[FitRequest]] = defaultdict(list)
+    A batch's cells share their whole config but strategy and seed, and `split` admits only groups
+    that stack (`group_key`); their sizes differ only where cells resumed at different rounds.
+    """
+    from alab.backends.mc_dropout import train_stacked
+
+    stacks: dict[tuple[int, ...], list[FitRequest]] = defaultdict(list)
     for request in requests:
-        if not stackable(request.network, request.params, request.validation):
-            train_classifier(request.network, request.x, request.y, request.params, request.generator, validation=request.validation)
-            continue
-        key = (repr(request.params), tuple(request.x.shape), request.x.dtype, str(request.x.device), type(request.network.head).__name__,
-               tuple((name, tuple(t.shape)) for name, t in request.network.named_parameters()))  # fmt: skip
-        stacks[key].append(request)
+        stacks[tuple(request.x.shape)].append(request)
     for stack in stacks.values():
         train_stacked(
             [r.network for r in stack], [r.x for r in stack], [r.y for r in stack], stack[0].params, [r.generator for r in stack]

@@ -229,14 +229,9 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _train(network: Network, x: Tensor, y: Tensor, params: MCDropoutParams, generator: torch.Generator, *,
-           validation: tuple[Tensor, Tensor] | None) -> None:  # fmt: skip
-    train_classifier(network, x, y, params, generator, validation=validation)
-
-
 # What trains a cell's network: `train_classifier` here, a lockstep group's stacked fit in `alab.lockstep`
 # (set per thread, one thread a cell). Called as trainer(network, x, y, params, generator, validation=...).
-TRAINER: ContextVar[Callable[..., None]] = ContextVar("mc_dropout_trainer", default=_train)
+TRAINER: ContextVar[Callable[..., None]] = ContextVar("mc_dropout_trainer", default=train_classifier)
 
 
 class MCDropoutBackend:
