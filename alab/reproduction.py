@@ -17,6 +17,7 @@ runs are counted the same way; a mean over only the seeds that reached a target 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -115,6 +116,20 @@ def on_mean_curve(runs: pd.DataFrame, target: float) -> int | None:
     return labels_to_reach(mean.index, mean.to_numpy(), target)
 
 
+def on_mean_curves_of_subsets(runs: pd.DataFrame, target: float, size: int) -> list[int | None]:
+    """`on_mean_curve` of every `size` of the seeds in `runs` (C(n, size) values, None: that mean curve never gets there).
+
+    A paper that reports the mean curve of 3 runs reports one draw of a statistic whose spread over runs
+    it does not show; with more seeds than that we show the statistic's own spread: the crossing of each
+    of the C(n, 3) mean curves of 3 of our n seeds. Only the label counts every seed reached are averaged.
+    """
+    accuracy_seed_by_labels = runs.pivot_table(index="n_labeled", columns="seed", values="accuracy").sort_index().dropna()
+    labels = accuracy_seed_by_labels.index.to_numpy()
+    accuracy_labels_seed = accuracy_seed_by_labels.to_numpy()
+    return [labels_to_reach(labels, accuracy_labels_seed[:, list(subset)].mean(axis=1), target)
+            for subset in itertools.combinations(range(accuracy_labels_seed.shape[1]), size)]  # fmt: skip
+
+
 def median_and_quartiles(values: Sequence[float | None]) -> tuple[float, float, float]:
     """(median, 25th, 75th percentile) of `values`, None counted as +inf; quartiles by nearest rank."""
     x = np.array([math.inf if v is None else v for v in values], dtype=np.float64)
@@ -127,6 +142,18 @@ def median_and_quartiles(values: Sequence[float | None]) -> tuple[float, float, 
 
 def _count(value: float | None) -> str:
     return "not reached" if value is None or math.isinf(value) else f"{value:.0f}"
+
+
+def _over_subsets(runs: pd.DataFrame, target: float, size: int, unit: str, initial: int, batch: int) -> str:
+    """'median (min–max), k of C reach it' of the mean-curve crossings of every `size` seeds, in `unit`."""
+    seeds = runs["seed"].nunique()
+    if seeds <= size:
+        return f"– ({seeds} seeds)"
+    counts = [in_unit(total, unit, initial, batch) for total in on_mean_curves_of_subsets(runs, target, size)]
+    finite = [c for c in counts if c is not None]
+    median = median_and_quartiles(counts)[0]
+    spread = f"{min(finite):.0f}–{max(finite):.0f}" if finite else "–"
+    return f"{_count(median)} ({spread}), {len(finite)} of {len(counts)} reach it"
 
 
 def paper_section(paper: Paper, curves: pd.DataFrame, initial: int, batch: int) -> list[str]:
@@ -142,14 +169,21 @@ def paper_section(paper: Paper, curves: pd.DataFrame, initial: int, batch: int) 
     unit = UNITS[paper.unit]
     lines = [f"## Beside the paper: {paper.source}", "",
              f"Labels needed to reach each test accuracy, in the paper's unit ({unit}) and statistic "
-             f"({STATISTICS[paper.statistic]}), for the paper and for us alike. The paper's range is over "
-             f"{'its runs' if paper.runs is None else f'its {paper.runs} runs'} (as the recipe says where it comes from); "
+             f"({STATISTICS[paper.statistic]}{'' if paper.runs is None else f', {paper.runs} runs'}), for the paper and for us alike. "
+             f"The paper's range is over the single runs the recipe names as its source; "
              f"ours is over our seeds, with how many of them reached the accuracy by the last round ({budget} labels in all, "
              f"{budget - initial} acquired). \"not reached\": not by then.", ""]  # fmt: skip
+    size = paper.runs if paper.statistic == "mean_curve" else None  # the paper's mean curve is of `size` runs
+    subsets = size is not None and bool((curves.groupby("strategy")["seed"].nunique() > size).any())
+    if subsets:
+        lines += [f"With more than {size} seeds, the last column gives the paper's statistic for each of the ways to choose "
+                  f"{size} of our seeds: how far the mean curve of {size} runs moves with the choice of runs alone.", ""]  # fmt: skip
     for target in sorted(paper.labels_to_reach):
         theirs_by_strategy = paper.labels_to_reach[target]
         strategies = list(dict.fromkeys([*theirs_by_strategy, *curves["strategy"].unique()]))
         header = ["strategy", f"paper, {paper.unit}", "paper's range", f"ours, {paper.unit}", "ours per seed", "seeds reached", "ours, total labels"]
+        if subsets:
+            header.append(f"ours, mean curve of every {size} of our seeds: median (min–max)")
         rows = []
         for strategy in strategies:
             theirs = theirs_by_strategy.get(strategy)
@@ -157,7 +191,7 @@ def paper_section(paper: Paper, curves: pd.DataFrame, initial: int, batch: int) 
                    "–" if theirs is None or theirs.low is None else f"{theirs.low:.0f}–{theirs.high:.0f}"]  # fmt: skip
             runs = curves[curves["strategy"] == strategy]
             if not len(runs):
-                rows.append([*row, "not run", "", "", ""])
+                rows.append([*row, "not run", "", "", "", *([""] if subsets else [])])
                 continue
             seeds = per_seed(runs, target)
             reached = [s for s in seeds if s is not None]
@@ -174,5 +208,7 @@ def paper_section(paper: Paper, curves: pd.DataFrame, initial: int, batch: int) 
             finite = [c for c in converted if c is not None]
             spread = f"{min(finite):.0f}–{max(finite):.0f}" if finite else "–"
             rows.append([*row, ours, spread, f"{len(reached)}/{len(seeds)}", total_text])
+            if subsets:
+                rows[-1].append(_over_subsets(runs, target, size, paper.unit, initial, batch))
         lines += [f"### {target:.0%} test accuracy", "", markdown_table(header, rows), ""]
     return lines

@@ -184,3 +184,38 @@ def test_a_curve_must_be_of_one_task(columns: list[str]) -> None:
     frame = pd.DataFrame({c: [0.5] for c in columns}).assign(strategy="bald", seed=0)
     with pytest.raises(AlabError, match="accuracy \\(classification\\) or rmse \\(regression\\)"):
         summarize(frame, [0.8])
+
+
+# Four seeds at 10, 20, 30 labels; the mean curves of their four triples worked by hand below.
+FOUR_SEEDS = {0: [0.5, 0.9, 0.9], 1: [0.5, 0.6, 0.9], 2: [0.5, 0.6, 0.6], 3: [0.9, 0.9, 0.9]}
+
+
+def four_seed_curves() -> pd.DataFrame:
+    return pd.DataFrame([{"strategy": "bald", "seed": seed, "n_labeled": n, "accuracy": a}
+                         for seed, accs in FOUR_SEEDS.items() for n, a in zip(N_LABELED, accs)])  # fmt: skip
+
+
+def test_the_mean_curve_of_every_three_seeds_against_hand_computed_crossings() -> None:
+    from alab.reproduction import on_mean_curves_of_subsets
+
+    # Triples (0,1,2): 0.5, 0.7, 0.8; (0,1,3): 0.63, 0.8, 0.9; (0,2,3): 0.63, 0.8, 0.8; (1,2,3): 0.63, 0.7, 0.8.
+    assert on_mean_curves_of_subsets(four_seed_curves(), 0.72, 3) == [30, 20, 20, 30]
+    assert on_mean_curves_of_subsets(four_seed_curves(), 0.85, 3) == [None, 30, None, None]
+    assert on_mean_curves_of_subsets(four_seed_curves(), 0.8, 4) == [30]  # all four: 0.6, 0.75, 0.825
+    # A seed cut short at 20 labels: only the label counts every seed reached (10, 20) are averaged.
+    short = four_seed_curves().query("not (seed == 3 and n_labeled == 30)")
+    assert on_mean_curves_of_subsets(short, 0.72, 3) == [None, 20, 20, None]
+
+
+def test_the_paper_section_shows_the_statistic_over_every_choice_of_runs() -> None:
+    from alab.reproduction import paper_section, parse_paper
+
+    paper = parse_paper({"source": "A paper", "unit": "acquired", "statistic": "mean_curve", "runs": 3,
+                         "labels_to_reach": {"0.72": {"bald": {"value": 12, "low": 10, "high": 20}}}})  # fmt: skip
+    report = "\n".join(paper_section(paper, four_seed_curves(), 10, 10))
+    assert "ours, mean curve of every 3 of our seeds: median (min–max)" in report
+    # Acquired after the 10 initial: the four seeds' mean curve (0.6, 0.75, 0.825) at 10; seeds at 10, 20, never, 0;
+    # the triples at 20, 10, 10, 20 -> median 15.
+    assert "| bald | 12 | 10–20 | 10 | 0–20 | 3/4 | 20 | 15 (10–20), 4 of 4 reach it |" in report
+    three = four_seed_curves().query("seed != 3")
+    assert "every 3 of our seeds" not in "\n".join(paper_section(paper, three, 10, 10))  # no more seeds than the paper's runs
