@@ -22,6 +22,7 @@ from alab.backends import BACKENDS
 from alab.config import RunConfig, load_config
 from alab.errors import AlabError
 from alab.label_import import import_labels
+from alab.oracles.base import NONE_OF_THESE
 from alab.loop import start_run
 from alab.storage import LabelsJournal
 from labeling_helpers import FAST_TOML
@@ -157,8 +158,8 @@ def test_label_import_accepts_or_refuses_and_refusing_changes_nothing(waiting_ru
         assert "\n" not in str(err)
         assert journal_path.read_bytes() == before  # all or nothing
     else:
-        journal = LabelsJournal(journal_path)  # whatever was accepted reads back: known items, classes 0..9
+        journal = LabelsJournal(journal_path)  # whatever was accepted reads back: known items, classes 0..9 or "none of these"
         assert set(journal.labeled) <= set(queried)
-        assert all(0 <= entry.label <= 9 for entry in journal.labeled.values())
+        assert all(entry.label == NONE_OF_THESE or 0 <= entry.label <= 9 for entry in journal.labeled.values())
     finally:
         journal_path.write_bytes(before)
