@@ -144,16 +144,20 @@ def _count(value: float | None) -> str:
     return "not reached" if value is None or math.isinf(value) else f"{value:.0f}"
 
 
+def _spread(counts: Sequence[float | None]) -> str:
+    """'min–max' of the counts that reached the target ('–' if none did)."""
+    finite = [c for c in counts if c is not None]
+    return f"{min(finite):.0f}–{max(finite):.0f}" if finite else "–"
+
+
 def _over_subsets(runs: pd.DataFrame, target: float, size: int, unit: str, initial: int, batch: int) -> str:
     """'median (min–max), k of C reach it' of the mean-curve crossings of every `size` seeds, in `unit`."""
     seeds = runs["seed"].nunique()
     if seeds <= size:
         return f"– ({seeds} seeds)"
     counts = [in_unit(total, unit, initial, batch) for total in on_mean_curves_of_subsets(runs, target, size)]
-    finite = [c for c in counts if c is not None]
-    median = median_and_quartiles(counts)[0]
-    spread = f"{min(finite):.0f}–{max(finite):.0f}" if finite else "–"
-    return f"{_count(median)} ({spread}), {len(finite)} of {len(counts)} reach it"
+    reached = sum(c is not None for c in counts)
+    return f"{_count(median_and_quartiles(counts)[0])} ({_spread(counts)}), {reached} of {len(counts)} reach it"
 
 
 def paper_section(paper: Paper, curves: pd.DataFrame, initial: int, batch: int) -> list[str]:
@@ -205,9 +209,7 @@ def paper_section(paper: Paper, curves: pd.DataFrame, initial: int, batch: int) 
                 ours = f"{_count(median)} ({_count(q25)}–{_count(q75)})"
                 total_median = median_and_quartiles(seeds)[0]
                 total_text = _count(total_median)
-            finite = [c for c in converted if c is not None]
-            spread = f"{min(finite):.0f}–{max(finite):.0f}" if finite else "–"
-            rows.append([*row, ours, spread, f"{len(reached)}/{len(seeds)}", total_text])
+            rows.append([*row, ours, _spread(converted), f"{len(reached)}/{len(seeds)}", total_text])
             if subsets:
                 rows[-1].append(_over_subsets(runs, target, size, paper.unit, initial, batch))
         lines += [f"### {target:.0%} test accuracy", "", markdown_table(header, rows), ""]

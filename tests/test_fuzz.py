@@ -22,8 +22,8 @@ from alab.backends import BACKENDS
 from alab.config import RunConfig, load_config
 from alab.errors import AlabError
 from alab.label_import import import_labels
-from alab.oracles.base import NONE_OF_THESE
 from alab.loop import start_run
+from alab.oracles.base import NONE_OF_THESE
 from alab.storage import LabelsJournal
 from labeling_helpers import FAST_TOML
 
