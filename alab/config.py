@@ -166,6 +166,10 @@ class RunConfig:
             raise AlabError(f"pool_subsample ({self.pool_subsample}) must be at least query_size ({self.query_size})")
         if self.epig_target_inputs not in EPIG_TARGET_INPUTS and not self.epig_target_inputs.endswith(".npy"):
             raise AlabError(f"epig_target_inputs must be one of {', '.join(EPIG_TARGET_INPUTS)} or the path of a .npy file of inputs, got {self.epig_target_inputs!r}")
+        for name in ("target_classes", "ood_classes"):  # checked before anything hashes or compares them
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (list, tuple)) and all(isinstance(c, int) and not isinstance(c, bool) for c in value)):
+                raise AlabError(f"{name} must be a list of class indices like [0, 1, 2], got {value!r}")
         if self.target_classes is not None and (not self.target_classes or len(set(self.target_classes)) != len(self.target_classes)):
             raise AlabError(f"target_classes must be one or more distinct class indices, got {self.target_classes!r}")
         if self.ood not in ("none", "noise", "held_out"):

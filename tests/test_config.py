@@ -68,3 +68,10 @@ def test_schedule_tables_and_the_target_settings_round_trip(tmp_path: Path) -> N
     path.write_text(config.to_toml())
     assert load_config(path) == config
     assert "schedule" not in RunConfig().to_toml()  # none written without a schedule
+
+
+@pytest.mark.parametrize("fields", [{"target_classes": [[]]}, {"target_classes": [True, 2]}, {"ood": "held_out", "ood_classes": [[5]]}])
+def test_class_lists_of_anything_but_integers_are_one_line_errors(fields: dict) -> None:
+    # hypothesis found target_classes = [[]] raising TypeError (unhashable list) instead of a usage error
+    with pytest.raises(AlabError, match="must be a list of class indices"):
+        RunConfig(**fields)
